@@ -1,0 +1,1 @@
+"""The lobwife server: gRPC + HTTP/JSON gateway over SQLite."""
