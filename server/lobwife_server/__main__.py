@@ -1,0 +1,5 @@
+import sys
+
+from lobwife_server.app import main
+
+sys.exit(main())

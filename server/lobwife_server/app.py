@@ -1,0 +1,228 @@
+"""The lobwife server: one asyncio process serving gRPC and HTTP/JSON over one database.
+
+Start-up: open (and migrate) the database, build the services, start gRPC
+(with grpc.health.v1 and reflection) and the HTTP gateway, then report SERVING.
+On SIGTERM or SIGINT: health flips to NOT_SERVING, watch streams end, new calls
+are refused, in-flight calls get ``grace`` seconds, the database's queued writes
+commit, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from aiohttp import web
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from lobwife_server import config as config_mod
+from lobwife_server import gateway, logs, migrations
+from lobwife_server.config import Config, ConfigError
+from lobwife_server.rpc import SERVICE_NAMES, Dispatcher
+from lobwife_server.storage import Database
+from lobwife_server.system import SystemService
+from lobwife_server.tasks import TaskService
+
+log = logging.getLogger("lobwife")
+
+#: Largest gRPC message accepted; HTTP bodies have their own bound (Config.max_body_bytes).
+MAX_GRPC_MESSAGE = 4 * 1024 * 1024
+HEALTH_CHECK_INTERVAL = 2.0
+
+
+def adopt_legacy_database(state_dir: Path, db_path: Path) -> bool:
+    """Copy the old daemon's lobmob.db to lobwife.db (once), leaving the original untouched.
+
+    The copy goes through SQLite's online backup API, so a WAL that was not
+    checkpointed is carried over too. The upgrade then runs on the copy.
+    """
+    legacy = state_dir / "lobmob.db"
+    if db_path.exists() or not legacy.exists():
+        return False
+    tmp = db_path.with_suffix(".db.importing")
+    tmp.unlink(missing_ok=True)
+    src = sqlite3.connect(f"file:{legacy}?mode=ro", uri=True)
+    dst = sqlite3.connect(tmp)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
+    tmp.rename(db_path)
+    log.info("copied legacy database %s to %s; the original is left as it was", legacy, db_path)
+    return True
+
+
+class LobwifeServer:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.started = time.monotonic()
+        self.db = Database(config.db_path, readers=config.readers)
+        self.health = health.aio.HealthServicer()
+        self.grpc_server: grpc.aio.Server | None = None
+        self.http_runner: web.AppRunner | None = None
+        self.http_app: web.Application | None = None
+        self.tasks: TaskService | None = None
+        self.grpc_port = 0
+        self.http_port = 0
+        self._monitor: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    async def start(self) -> None:
+        cfg = self.config
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(adopt_legacy_database, cfg.state_dir, cfg.db_path)
+
+        def migrate(conn: sqlite3.Connection) -> None:
+            applied = migrations.migrate(conn)
+            imported = migrations.import_legacy_json(conn, cfg.state_dir)
+            log.info(
+                "database ready",
+                extra={
+                    "path": str(cfg.db_path),
+                    "schema_version": migrations.LATEST,
+                    "migrations_applied": applied,
+                    "imported": imported,
+                },
+            )
+
+        await self.db.open(migrate)
+        self.tasks = await TaskService.create(self.db)
+        dispatcher = Dispatcher(
+            {
+                "lobwife.v1.TaskService": self.tasks,
+                "lobwife.v1.SystemService": SystemService(self.db, self.started),
+            }
+        )
+
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE),
+                ("grpc.max_send_message_length", MAX_GRPC_MESSAGE),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        server.add_generic_rpc_handlers(dispatcher.grpc_handlers())
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            server,
+        )
+        self.grpc_port = server.add_insecure_port(f"{cfg.host}:{cfg.grpc_port}")
+        if self.grpc_port == 0:
+            raise OSError(f"cannot bind gRPC to {cfg.host}:{cfg.grpc_port}")
+        await server.start()
+        self.grpc_server = server
+
+        self.http_app = gateway.build_app(dispatcher, max_body_bytes=cfg.max_body_bytes)
+        self.http_runner = web.AppRunner(self.http_app, access_log=None, handle_signals=False)
+        await self.http_runner.setup()
+        site = web.TCPSite(self.http_runner, cfg.host, cfg.http_port, shutdown_timeout=cfg.grace)
+        await site.start()
+        self.http_port = _bound_port(self.http_runner, cfg.http_port)
+
+        await self._set_health(serving=True)
+        self._monitor = asyncio.create_task(self._watch_database())
+        log.info(
+            "lobwife serving",
+            extra={
+                "grpc": f"{cfg.host}:{self.grpc_port}",
+                "http": f"{cfg.host}:{self.http_port}",
+                "state_dir": str(cfg.state_dir),
+                "startup_seconds": round(time.monotonic() - self.started, 3),
+            },
+        )
+
+    async def _set_health(self, *, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, status)
+
+    async def _watch_database(self) -> None:
+        """Report NOT_SERVING while the database cannot be used, SERVING once it recovers."""
+        serving = True
+        while not self._stopping:
+            await asyncio.sleep(HEALTH_CHECK_INTERVAL)
+            problem = await self.db.check()
+            if (problem is None) != serving and not self._stopping:
+                serving = problem is None
+                await self._set_health(serving=serving)
+                if problem:
+                    log.error("database unusable; health is NOT_SERVING", extra={"problem": problem})
+                else:
+                    log.info("database usable again; health is SERVING")
+
+    async def stop(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        t0 = time.monotonic()
+        log.info("shutting down", extra={"grace_seconds": self.config.grace})
+        await self.health.enter_graceful_shutdown()
+        if self._monitor is not None:
+            self._monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor
+        if self.http_app is not None:
+            gateway.set_draining(self.http_app)
+        if self.tasks is not None:
+            self.tasks.feed.close()  # end watch streams now; they would otherwise hold the whole grace
+        waits = []
+        if self.grpc_server is not None:
+            waits.append(self.grpc_server.stop(self.config.grace))
+        if self.http_runner is not None:
+            waits.append(self.http_runner.cleanup())
+        await asyncio.gather(*waits, return_exceptions=True)
+        await self.db.close()
+        log.info("stopped", extra={"shutdown_seconds": round(time.monotonic() - t0, 3)})
+
+
+def _bound_port(runner: web.AppRunner, fallback: int) -> int:
+    for addr in runner.addresses:
+        if isinstance(addr, tuple) and len(addr) >= 2:
+            return int(addr[1])
+    return fallback
+
+
+async def serve(cfg: Config) -> int:
+    server = LobwifeServer(cfg)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await server.start()
+    except (OSError, migrations.MigrationError, sqlite3.Error) as e:
+        log.error("cannot start: %s", e)
+        await server.stop()
+        return 1
+    await stop.wait()
+    await server.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = config_mod.build_parser()
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_mod.from_args(args)
+    except ConfigError as e:
+        parser.error(str(e))
+    logs.setup(cfg.log_level, cfg.log_format)
+    try:
+        import uvloop
+    except ImportError:  # optional: plain asyncio works too
+        return asyncio.run(serve(cfg))
+    return uvloop.run(serve(cfg))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""The method table and the one dispatch path that both transports use.
+
+Every RPC of the contract is found by walking the service descriptors; a
+service implementation is a plain object with one ``async def Name(request,
+ctx)`` per RPC it implements (an async generator for server-streaming RPCs).
+An RPC with no method answers UNIMPLEMENTED. The gRPC binding below and the
+HTTP gateway both call :meth:`Dispatcher.unary` / :meth:`Dispatcher.stream`, so
+validation, the auth hook, error mapping, logging and metrics are one code path.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import grpc
+from google.protobuf import descriptor, message, message_factory
+from grpc_status import rpc_status
+
+from lobwife.v1 import audits_pb2, broker_pb2, costs_pb2, jobs_pb2, system_pb2, tasks_pb2
+from lobwife_server import metrics
+from lobwife_server.errors import ApiError, internal, unimplemented
+
+log = logging.getLogger("lobwife.rpc")
+
+#: Every service of the contract, in the order reflection lists them.
+SERVICE_DESCRIPTORS: tuple[descriptor.ServiceDescriptor, ...] = (
+    tasks_pb2.DESCRIPTOR.services_by_name["TaskService"],
+    jobs_pb2.DESCRIPTOR.services_by_name["JobService"],
+    broker_pb2.DESCRIPTOR.services_by_name["BrokerService"],
+    costs_pb2.DESCRIPTOR.services_by_name["CostService"],
+    audits_pb2.DESCRIPTOR.services_by_name["AuditService"],
+    system_pb2.DESCRIPTOR.services_by_name["SystemService"],
+)
+SERVICE_NAMES: tuple[str, ...] = tuple(s.full_name for s in SERVICE_DESCRIPTORS)
+
+
+class CallContext:
+    """What a handler may know about the call, whatever the transport."""
+
+    __slots__ = ("_metadata", "_metadata_source", "identity", "method", "peer", "transport")
+
+    def __init__(
+        self,
+        method: str,
+        transport: str,
+        metadata_source: Callable[[], Mapping[str, str]],
+        peer: str = "",
+    ) -> None:
+        self.method = method
+        self.transport = transport
+        self.peer = peer
+        self.identity: object | None = None
+        self._metadata_source = metadata_source
+        self._metadata: Mapping[str, str] | None = None
+
+    @property
+    def metadata(self) -> Mapping[str, str]:
+        """Request metadata (gRPC) or headers (HTTP), keys lowercased; built on first use."""
+        if self._metadata is None:
+            self._metadata = self._metadata_source()
+        return self._metadata
+
+
+class Authorizer(Protocol):
+    def authorize(self, method: MethodInfo, ctx: CallContext) -> None:
+        """Raise ApiError (UNAUTHENTICATED / PERMISSION_DENIED) to refuse the call."""
+
+
+class AllowAll:
+    """The default hook: no authentication configured, every call allowed."""
+
+    def authorize(self, method: MethodInfo, ctx: CallContext) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    service: str
+    name: str
+    full_name: str  # "/lobwife.v1.TaskService/GetTask"
+    descriptor: descriptor.MethodDescriptor
+    request_type: type[message.Message]
+    response_type: type[message.Message]
+    server_streaming: bool
+    impl: Callable[..., Any] | None
+
+
+UnaryImpl = Callable[[Any, CallContext], Awaitable[message.Message]]
+StreamImpl = Callable[[Any, CallContext], AsyncIterator[message.Message]]
+
+
+class Dispatcher:
+    def __init__(self, implementations: Mapping[str, object], authorizer: Authorizer | None = None) -> None:
+        self.authorizer: Authorizer = authorizer or AllowAll()
+        self.methods: dict[str, MethodInfo] = {}
+        for svc in SERVICE_DESCRIPTORS:
+            impl_obj = implementations.get(svc.full_name)
+            for m in svc.methods:
+                impl = getattr(impl_obj, m.name, None) if impl_obj is not None else None
+                info = MethodInfo(
+                    service=svc.full_name,
+                    name=m.name,
+                    full_name=f"/{svc.full_name}/{m.name}",
+                    descriptor=m,
+                    request_type=message_factory.GetMessageClass(m.input_type),
+                    response_type=message_factory.GetMessageClass(m.output_type),
+                    server_streaming=m.server_streaming,
+                    impl=impl,
+                )
+                self.methods[info.full_name] = info
+
+    async def unary(self, m: MethodInfo, request: message.Message, ctx: CallContext) -> message.Message:
+        start = time.perf_counter()
+        code = "OK"
+        try:
+            if m.impl is None:
+                raise unimplemented(m.full_name)
+            self.authorizer.authorize(m, ctx)
+            result: message.Message = await m.impl(request, ctx)
+            return result
+        except ApiError as e:
+            code = e.code.name
+            _log_error(m, ctx, e)
+            raise
+        except Exception as e:
+            code = "INTERNAL"
+            log.exception("unhandled error in %s", m.full_name, extra={"method": m.full_name})
+            raise internal() from e
+        finally:
+            metrics.observe_call(m.service, m.name, ctx.transport, code, time.perf_counter() - start)
+
+    async def stream(self, m: MethodInfo, request: message.Message, ctx: CallContext) -> AsyncIterator[message.Message]:
+        code = "OK"
+        start = time.perf_counter()
+        try:
+            if m.impl is None:
+                raise unimplemented(m.full_name)
+            self.authorizer.authorize(m, ctx)
+            async for item in m.impl(request, ctx):
+                yield item
+        except ApiError as e:
+            code = e.code.name
+            _log_error(m, ctx, e)
+            raise
+        except Exception as e:
+            code = "INTERNAL"
+            log.exception("unhandled error in %s", m.full_name, extra={"method": m.full_name})
+            raise internal() from e
+        finally:
+            metrics.observe_call(m.service, m.name, ctx.transport, code, time.perf_counter() - start)
+
+    def grpc_handlers(self) -> list[grpc.GenericRpcHandler]:
+        by_service: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
+        for m in self.methods.values():
+            by_service.setdefault(m.service, {})[m.name] = self._grpc_handler(m)
+        return [grpc.method_handlers_generic_handler(svc, handlers) for svc, handlers in by_service.items()]
+
+    def _grpc_handler(self, m: MethodInfo) -> grpc.RpcMethodHandler:
+        deserialize = m.request_type.FromString
+        serialize = m.response_type.SerializeToString
+        dispatcher = self
+
+        if m.server_streaming:
+
+            async def stream_handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+                ctx = _grpc_ctx(m, context)
+                try:
+                    async for item in dispatcher.stream(m, request, ctx):
+                        yield item
+                except ApiError as e:
+                    await context.abort_with_status(rpc_status.to_status(e.to_status()))
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream_handler, request_deserializer=deserialize, response_serializer=serialize
+            )
+
+        async def unary_handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            ctx = _grpc_ctx(m, context)
+            try:
+                return await dispatcher.unary(m, request, ctx)
+            except ApiError as e:
+                await context.abort_with_status(rpc_status.to_status(e.to_status()))
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary_handler, request_deserializer=deserialize, response_serializer=serialize
+        )
+
+
+def _grpc_ctx(m: MethodInfo, context: grpc.aio.ServicerContext[Any, Any]) -> CallContext:
+    def metadata() -> Mapping[str, str]:
+        md = context.invocation_metadata() or ()
+        return {k.lower(): v if isinstance(v, str) else v.decode("latin-1") for k, v in md}
+
+    return CallContext(m.full_name, "grpc", metadata, context.peer())
+
+
+def _log_error(m: MethodInfo, ctx: CallContext, e: ApiError) -> None:
+    level = logging.WARNING if e.code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE) else logging.INFO
+    log.log(
+        level,
+        "%s failed: %s %s",
+        m.full_name,
+        e.code.name,
+        e.message,
+        extra={"method": m.full_name, "code": e.code.name, "transport": ctx.transport},
+    )

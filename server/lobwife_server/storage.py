@@ -1,0 +1,258 @@
+"""SQLite storage: one writer thread with group commit, a pool of reader threads.
+
+Why not one connection per request, or aiosqlite? Durability is
+``synchronous=FULL``: every COMMIT waits for an fsync of the WAL. Committing each
+request on its own caps writes at the disk's fsync rate. Instead, every write is
+a function queued to a single writer thread, which takes everything queued,
+runs each function inside its own SAVEPOINT (one failing write does not undo the
+others), and COMMITs the batch once. Only after that COMMIT returns are the
+callers' futures resolved, so an acknowledged write has reached the disk.
+
+Reads run on a small thread pool, each thread with its own read-only
+connection; WAL lets them proceed while the writer commits. Nothing here runs
+SQLite on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from lobwife_server import metrics
+from lobwife_server.errors import ApiError, unavailable
+
+log = logging.getLogger("lobwife.storage")
+
+T = TypeVar("T")
+
+#: Most writes one transaction takes; bounds the latency a large batch adds.
+MAX_BATCH = 256
+
+
+class StorageError(ApiError):
+    """The database could not be used (disk full, I/O error, closed)."""
+
+    def __init__(self, message: str) -> None:
+        err = unavailable(message)
+        super().__init__(err.code, err.message)
+
+
+@dataclass
+class _Write:
+    fn: Callable[[sqlite3.Connection], Any]
+    future: asyncio.Future[Any]
+    # Callbacks to run on the event loop after the batch commits, before the
+    # caller is resumed (used to publish change-feed items in commit order).
+    result: Any = None
+    error: BaseException | None = None
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    conn = sqlite3.connect(
+        path if not readonly else f"file:{path}?mode=ro",
+        uri=readonly,
+        isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+        check_same_thread=False,
+        timeout=30.0,
+    )
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA busy_timeout = 30000")
+    conn.execute("PRAGMA foreign_keys = ON")
+    if not readonly:
+        conn.execute("PRAGMA journal_mode = WAL")
+        # FULL: a COMMIT returns only once the WAL is fsynced, so acknowledged
+        # writes survive power loss, not only a process kill.
+        conn.execute("PRAGMA synchronous = FULL")
+    else:
+        conn.execute("PRAGMA query_only = 1")
+    conn.execute("PRAGMA cache_size = -16000")  # 16 MiB per connection
+    return conn
+
+
+class WriteContext:
+    """Handed to a write function: register work to run once the batch commits."""
+
+    def __init__(self, write: _Write) -> None:
+        self._write = write
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        self._write.after_commit.append(fn)
+
+
+class Database:
+    def __init__(self, path: Path, *, readers: int = 2) -> None:
+        self.path = path
+        self._readers = readers
+        self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._writer_conn: sqlite3.Connection | None = None
+        self._read_pool: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._reader_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = True
+        self.healthy = True
+        self.last_error: str | None = None
+
+    # -- life cycle -----------------------------------------------------------
+
+    async def open(self, migrate: Callable[[sqlite3.Connection], None]) -> None:
+        """Open the database, run ``migrate`` on the writer connection, start threads."""
+        self._loop = asyncio.get_running_loop()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+        def setup() -> sqlite3.Connection:
+            conn = connect(self.path)
+            migrate(conn)
+            return conn
+
+        self._writer_conn = await asyncio.to_thread(setup)
+        self._closed = False
+        self._writer = threading.Thread(target=self._writer_main, name="lobwife-db-writer", daemon=True)
+        self._writer.start()
+        self._read_pool = ThreadPoolExecutor(max_workers=self._readers, thread_name_prefix="lobwife-db-read")
+
+    async def close(self) -> None:
+        """Commit what is queued, then stop the threads and close connections."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        if self._writer is not None:
+            await asyncio.to_thread(self._writer.join)
+        if self._read_pool is not None:
+            self._read_pool.shutdown(wait=True)
+        with self._reader_lock:
+            for conn in self._reader_conns:
+                conn.close()
+            self._reader_conns.clear()
+
+    # -- writes -----------------------------------------------------------------
+
+    async def write(self, fn: Callable[[sqlite3.Connection, WriteContext], T]) -> T:
+        """Run ``fn`` in the writer thread inside a transaction; return after COMMIT."""
+        if self._closed:
+            raise StorageError("database is closed")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        item = _Write(fn=fn, future=fut)  # type: ignore[arg-type]
+        self._queue.put(item)
+        return await fut
+
+    def _writer_main(self) -> None:
+        conn = self._writer_conn
+        assert conn is not None
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            self._run_batch(conn, batch)
+        conn.close()
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Write]) -> None:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for item in batch:
+                conn.execute("SAVEPOINT w")
+                try:
+                    item.result = item.fn(conn, WriteContext(item))
+                    conn.execute("RELEASE w")
+                except Exception as e:  # a failing write must not poison the batch
+                    conn.execute("ROLLBACK TO w")
+                    conn.execute("RELEASE w")
+                    item.error = e
+                    item.after_commit.clear()
+            conn.execute("COMMIT")
+            self.healthy = True
+        except sqlite3.Error as e:
+            log.error("commit failed: %s", e)
+            self.healthy = False
+            self.last_error = str(e)
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            for item in batch:
+                item.error = StorageError(f"database write failed: {e}")
+                item.after_commit.clear()
+        metrics.DB_COMMIT_BATCH.observe(len(batch))
+        assert self._loop is not None
+        # RuntimeError: the loop closed during shutdown, so nobody is waiting.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(_deliver, batch)
+
+    # -- reads ------------------------------------------------------------------
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` with a read-only connection on the reader pool."""
+        if self._closed or self._read_pool is None:
+            raise StorageError("database is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._read_pool, self._run_read, fn)
+        except sqlite3.Error as e:
+            raise StorageError(f"database read failed: {e}") from e
+
+    def _run_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.path, readonly=True)
+            self._local.conn = conn
+            with self._reader_lock:
+                self._reader_conns.append(conn)
+        return fn(conn)
+
+    async def check(self) -> str | None:
+        """None when the database answers a read and the writer is alive; else the problem."""
+        if self._writer is None or not self._writer.is_alive():
+            return "writer thread is not running"
+        try:
+            await self.read(lambda c: c.execute("SELECT 1 FROM schema_version LIMIT 1").fetchone())
+        except ApiError as e:
+            return e.message
+        if not self.healthy:
+            return self.last_error or "last commit failed"
+        return None
+
+    def size_bytes(self) -> int:
+        total = 0
+        for suffix in ("", "-wal"):
+            p = Path(str(self.path) + suffix)
+            with contextlib.suppress(OSError):
+                total += p.stat().st_size
+        return total
+
+
+def _deliver(batch: list[_Write]) -> None:
+    for item in batch:
+        for cb in item.after_commit:
+            try:
+                cb()
+            except Exception:
+                log.exception("after-commit callback failed")
+        if item.future.done():  # the caller was cancelled; the write stands
+            continue
+        if item.error is not None:
+            item.future.set_exception(item.error)
+        else:
+            item.future.set_result(item.result)

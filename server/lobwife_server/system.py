@@ -1,0 +1,40 @@
+"""SystemService: the legacy /health document."""
+
+from __future__ import annotations
+
+import time
+
+from lobwife.v1 import broker_pb2, system_pb2
+from lobwife_server import __version__, task_store
+from lobwife_server.errors import ApiError
+from lobwife_server.rpc import CallContext
+from lobwife_server.storage import Database
+
+
+class SystemService:
+    def __init__(self, db: Database, started: float) -> None:
+        self.db = db
+        self.started = started
+
+    async def GetHealth(self, req: system_pb2.GetHealthRequest, ctx: CallContext) -> system_pb2.GetHealthResponse:
+        resp = system_pb2.GetHealthResponse(
+            status="ok",
+            uptime=round(time.monotonic() - self.started, 3),
+            jobs_running=0,  # the scheduler is not built yet
+            broker=broker_pb2.BrokerSummary(enabled=False),
+            version=__version__,
+        )
+        try:
+            count = await self.db.read(task_store.task_count)
+            problem = await self.db.check()
+        except ApiError as e:
+            count, problem = 0, e.message
+        resp.db.size_bytes = self.db.size_bytes()
+        if problem is None:
+            resp.db.ok = True
+            resp.db.task_count = count
+        else:
+            resp.status = "degraded"
+            resp.db.ok = False
+            resp.db.error = problem
+        return resp

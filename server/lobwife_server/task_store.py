@@ -1,0 +1,256 @@
+"""SQL for tasks and their events, and the row <-> message conversions.
+
+Write functions here run in the storage writer thread inside the batch
+transaction (see storage.py); read functions run on a reader thread. Queries
+stay portable (no SQLite-only syntax beyond AUTOINCREMENT) so a PostgreSQL
+backend can take the same shape.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from lobwife.v1 import tasks_pb2
+from lobwife_server.timeutil import now_us, set_ts
+
+TaskStatus = tasks_pb2.TaskStatus
+
+#: Stored status text <-> enum. The text is the legacy word (the HTTP name).
+STATUS_TEXT: dict[int, str] = {
+    v.number: v.name.removeprefix("TASK_STATUS_").lower()
+    for v in tasks_pb2.TaskStatus.DESCRIPTOR.values
+    if v.number != 0
+}
+STATUS_VALUE: dict[str, int] = {text: number for number, text in STATUS_TEXT.items()}
+FINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+
+COLUMNS = (
+    "id, name, slug, type, status, priority, model, assigned_to, repos, discord_thread_id, estimate_minutes, "
+    "requires_qa, workflow, created_at, updated_at, queued_at, assigned_at, completed_at, broker_repos, "
+    "broker_status, token_count, broker_registered_at, created_by"
+)
+EVENT_COLUMNS = "id, task_id, event_type, detail, actor, created_at"
+
+# Columns of the tasks table that UpdateTask may set, with the value that
+# clearing them (naming them in the mask with no value) stores.
+UPDATABLE: dict[str, Any] = {
+    "name": None,
+    "slug": None,
+    "type": "swe",
+    "status": None,
+    "priority": "normal",
+    "model": None,
+    "assigned_to": None,
+    "repos": None,
+    "discord_thread_id": None,
+    "estimate_minutes": None,
+    "requires_qa": 0,
+    "workflow": None,
+    "queued_at": None,
+    "assigned_at": None,
+    "completed_at": None,
+}
+
+
+def row_to_task(r: Sequence[Any]) -> tasks_pb2.Task:
+    t = tasks_pb2.Task(
+        id=r[0],
+        task_id=f"T{r[0]}",
+        name=r[1],
+        type=r[3],
+        status=STATUS_VALUE.get(r[4], 0),  # type: ignore[arg-type]
+        priority=r[5],
+        requires_qa=bool(r[11]),
+        token_count=r[20] or 0,
+    )
+    if r[2] is not None:
+        t.slug = r[2]
+    if r[6] is not None:
+        t.model = r[6]
+    if r[7] is not None:
+        t.assigned_to = r[7]
+    if r[8]:
+        t.repos.extend(json.loads(r[8]))
+    if r[9] is not None:
+        t.discord_thread_id = r[9]
+    if r[10] is not None:
+        t.estimate_minutes = r[10]
+    if r[12] is not None:
+        t.workflow = r[12]
+    set_ts(t.created_at, r[13])
+    set_ts(t.updated_at, r[14])
+    if r[15] is not None:
+        set_ts(t.queued_at, r[15])
+    if r[16] is not None:
+        set_ts(t.assigned_at, r[16])
+    if r[17] is not None:
+        set_ts(t.completed_at, r[17])
+    if r[18]:
+        t.broker_repos.extend(json.loads(r[18]))
+    if r[19] is not None:
+        t.broker_status = r[19]
+    if r[21] is not None:
+        set_ts(t.broker_registered_at, r[21])
+    if r[22] is not None:
+        t.created_by = r[22]
+    return t
+
+
+def row_to_event(r: Sequence[Any]) -> tasks_pb2.TaskEvent:
+    e = tasks_pb2.TaskEvent(id=r[0], task_id=r[1], event_type=r[2])
+    if r[3] is not None:
+        e.detail = r[3]
+    if r[4] is not None:
+        e.actor = r[4]
+    set_ts(e.created_at, r[5])
+    return e
+
+
+# -- reads ---------------------------------------------------------------------
+
+
+def get_task(conn: sqlite3.Connection, number: int) -> tasks_pb2.Task | None:
+    row = conn.execute(f"SELECT {COLUMNS} FROM tasks WHERE id = ?", (number,)).fetchone()
+    return row_to_task(row) if row is not None else None
+
+
+@dataclass(frozen=True)
+class TaskFilter:
+    status: str | None = None
+    type: str | None = None
+    assigned_to: str | None = None
+    created_after_us: int | None = None
+    created_before_us: int | None = None
+
+    def key(self) -> list[object]:
+        return [self.status, self.type, self.assigned_to, self.created_after_us, self.created_before_us]
+
+
+def list_tasks(conn: sqlite3.Connection, f: TaskFilter, before_id: int | None, limit: int) -> list[tasks_pb2.Task]:
+    """Newest first (ids are sequential), up to ``limit`` tasks with id < before_id."""
+    where: list[str] = []
+    args: list[object] = []
+    if f.status is not None:
+        where.append("status = ?")
+        args.append(f.status)
+    if f.type is not None:
+        where.append("type = ?")
+        args.append(f.type)
+    if f.assigned_to is not None:
+        where.append("assigned_to = ?")
+        args.append(f.assigned_to)
+    if f.created_after_us is not None:
+        where.append("created_at >= ?")
+        args.append(f.created_after_us)
+    if f.created_before_us is not None:
+        where.append("created_at < ?")
+        args.append(f.created_before_us)
+    if before_id is not None:
+        where.append("id < ?")
+        args.append(before_id)
+    sql = f"SELECT {COLUMNS} FROM tasks"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY id DESC LIMIT ?"
+    args.append(limit)
+    return [row_to_task(r) for r in conn.execute(sql, args)]
+
+
+def task_exists(conn: sqlite3.Connection, number: int) -> bool:
+    return conn.execute("SELECT 1 FROM tasks WHERE id = ?", (number,)).fetchone() is not None
+
+
+def list_events(conn: sqlite3.Connection, number: int, before_id: int | None, limit: int) -> list[tasks_pb2.TaskEvent]:
+    if before_id is None:
+        rows = conn.execute(
+            f"SELECT {EVENT_COLUMNS} FROM task_events WHERE task_id = ? ORDER BY id DESC LIMIT ?", (number, limit)
+        )
+    else:
+        rows = conn.execute(
+            f"SELECT {EVENT_COLUMNS} FROM task_events WHERE task_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+            (number, before_id, limit),
+        )
+    return [row_to_event(r) for r in rows]
+
+
+def changes_after(
+    conn: sqlite3.Connection, cursor: int, task_number: int | None, limit: int
+) -> list[tuple[tasks_pb2.TaskEvent, tasks_pb2.Task]]:
+    """Events after ``cursor`` in order, each with its task as it is now."""
+    if task_number is None:
+        rows = conn.execute(
+            f"SELECT {EVENT_COLUMNS} FROM task_events WHERE id > ? ORDER BY id LIMIT ?", (cursor, limit)
+        ).fetchall()
+    else:
+        rows = conn.execute(
+            f"SELECT {EVENT_COLUMNS} FROM task_events WHERE id > ? AND task_id = ? ORDER BY id LIMIT ?",
+            (cursor, task_number, limit),
+        ).fetchall()
+    if not rows:
+        return []
+    ids = sorted({r[1] for r in rows})
+    marks = ",".join("?" * len(ids))
+    tasks = {r[0]: row_to_task(r) for r in conn.execute(f"SELECT {COLUMNS} FROM tasks WHERE id IN ({marks})", ids)}
+    return [(row_to_event(r), tasks[r[1]]) for r in rows if r[1] in tasks]
+
+
+def max_event_id(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT MAX(id) FROM task_events").fetchone()
+    return int(row[0] or 0)
+
+
+def task_count(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT COUNT(*) FROM tasks").fetchone()[0])
+
+
+# -- writes (run in the writer thread) -----------------------------------------
+
+
+def insert_event(
+    conn: sqlite3.Connection, number: int, event_type: str, detail: str | None, actor: str | None, at: int
+) -> tasks_pb2.TaskEvent:
+    cur = conn.execute(
+        "INSERT INTO task_events (task_id, event_type, detail, actor, created_at) VALUES (?, ?, ?, ?, ?)",
+        (number, event_type, detail, actor, at),
+    )
+    assert cur.lastrowid is not None
+    return row_to_event((cur.lastrowid, number, event_type, detail, actor, at))
+
+
+def find_by_request_id(conn: sqlite3.Connection, request_id: str) -> tasks_pb2.Task | None:
+    row = conn.execute(f"SELECT {COLUMNS} FROM tasks WHERE request_id = ?", (request_id,)).fetchone()
+    return row_to_task(row) if row is not None else None
+
+
+def insert_task(conn: sqlite3.Connection, values: dict[str, Any]) -> int:
+    cols = ", ".join(values)
+    marks = ", ".join("?" * len(values))
+    cur = conn.execute(f"INSERT INTO tasks ({cols}) VALUES ({marks})", list(values.values()))
+    assert cur.lastrowid is not None
+    return cur.lastrowid
+
+
+def update_task(conn: sqlite3.Connection, number: int, values: dict[str, Any]) -> None:
+    sets = ", ".join(f"{c} = ?" for c in values)
+    conn.execute(f"UPDATE tasks SET {sets} WHERE id = ?", [*values.values(), number])
+
+
+def status_of(conn: sqlite3.Connection, number: int) -> str | None:
+    row = conn.execute("SELECT status FROM tasks WHERE id = ?", (number,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def get_or_create_secret(conn: sqlite3.Connection, key: str, make: bytes) -> bytes:
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    if row is not None:
+        return bytes.fromhex(row[0])
+    conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, make.hex()))
+    return make
+
+
+def now() -> int:
+    return now_us()

@@ -1,0 +1,373 @@
+"""TaskService: the store of record for tasks and their event trail."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+from collections.abc import AsyncIterator
+from typing import Any
+
+from lobwife.v1 import tasks_pb2
+from lobwife_server import task_store as store
+from lobwife_server.errors import failed_precondition, invalid_argument
+from lobwife_server.rpc import CallContext
+from lobwife_server.storage import Database, WriteContext
+from lobwife_server.timeutil import to_us
+from lobwife_server.validation import (
+    MAX_DETAIL,
+    MAX_ESTIMATE_MINUTES,
+    MAX_NAME,
+    MAX_REQUEST_ID,
+    PageTokens,
+    check_list,
+    check_text,
+    page_size,
+    parse_task_number,
+    task_not_found,
+)
+from lobwife_server.watch import Change, ChangeFeed
+
+# Fields of UpdateTaskRequest that are not task fields; an HTTP PATCH body's
+# keys become the mask, so these may appear in it and are passed over.
+_NOT_TASK_FIELDS = frozenset({"actor", "task_id", "update_mask"})
+_OUTPUT_ONLY = frozenset(
+    {
+        "id",
+        "created_at",
+        "updated_at",
+        "broker_repos",
+        "broker_status",
+        "token_count",
+        "broker_registered_at",
+        "created_by",
+    }
+)
+_TIMESTAMP_FIELDS = frozenset({"queued_at", "assigned_at", "completed_at"})
+_EVENTS_PAGE_MAX = 1000
+_WATCH_REPLAY_PAGE = 500
+
+
+def _status_text(value: int, field: str = "status") -> str:
+    text = store.STATUS_TEXT.get(value)
+    if text is None:
+        raise invalid_argument(field, f"must be one of {', '.join(store.STATUS_VALUE)}")
+    return text
+
+
+def _estimate(value: int) -> int:
+    if value < 0 or value > MAX_ESTIMATE_MINUTES:
+        raise invalid_argument("estimate_minutes", f"must be between 0 and {MAX_ESTIMATE_MINUTES}")
+    return value
+
+
+class TaskService:
+    def __init__(self, db: Database, feed: ChangeFeed, page_tokens: PageTokens) -> None:
+        self.db = db
+        self.feed = feed
+        self.tokens = page_tokens
+
+    @classmethod
+    async def create(cls, db: Database) -> TaskService:
+        secret = await db.write(
+            lambda c, w: store.get_or_create_secret(c, "page_token_secret", secrets.token_bytes(32))
+        )
+        last = await db.read(store.max_event_id)
+        return cls(db, ChangeFeed(last), PageTokens(secret))
+
+    def _publish(self, wctx: WriteContext, event: tasks_pb2.TaskEvent, task: tasks_pb2.Task) -> None:
+        wctx.after_commit(lambda: self.feed.publish(Change(event, task)))
+
+    # -- create ------------------------------------------------------------------
+
+    async def CreateTask(self, req: tasks_pb2.CreateTaskRequest, ctx: CallContext) -> tasks_pb2.CreateTaskResponse:
+        name = check_text("name", req.name, MAX_NAME, required=True)
+        request_id = check_text("request_id", req.request_id, MAX_REQUEST_ID)
+        actor = check_text("actor", req.actor) if req.HasField("actor") else None
+        status = _status_text(req.status) if req.status else "queued"
+        values: dict[str, Any] = {
+            "name": name,
+            "slug": check_text("slug", req.slug) if req.HasField("slug") else None,
+            "type": (check_text("type", req.type) if req.HasField("type") else None) or "swe",
+            "status": status,
+            "priority": (check_text("priority", req.priority) if req.HasField("priority") else None) or "normal",
+            "model": check_text("model", req.model) if req.HasField("model") else None,
+            "assigned_to": check_text("assigned_to", req.assigned_to) if req.HasField("assigned_to") else None,
+            "repos": json.dumps(check_list("repos", req.repos)) if req.repos else None,
+            "discord_thread_id": (
+                check_text("discord_thread_id", req.discord_thread_id) if req.HasField("discord_thread_id") else None
+            ),
+            "estimate_minutes": _estimate(req.estimate_minutes) if req.HasField("estimate_minutes") else None,
+            "requires_qa": 1 if req.requires_qa else 0,
+            "workflow": check_text("workflow", req.workflow) if req.HasField("workflow") else None,
+            "created_by": actor,
+            "request_id": request_id,
+        }
+
+        def write(conn: sqlite3.Connection, wctx: WriteContext) -> tasks_pb2.Task:
+            if request_id is not None:
+                existing = store.find_by_request_id(conn, request_id)
+                if existing is not None:
+                    return existing
+            now = store.now()
+            values.update(created_at=now, updated_at=now, queued_at=now)
+            if status == "active":
+                values["assigned_at"] = now
+            elif status in store.FINAL_STATUSES:
+                values["completed_at"] = now
+            number = store.insert_task(conn, values)
+            event = store.insert_event(conn, number, "created", f"Task created with status={status}", actor, now)
+            task = store.get_task(conn, number)
+            assert task is not None
+            self._publish(wctx, event, task)
+            return task
+
+        task = await self.db.write(write)
+        return tasks_pb2.CreateTaskResponse(task=task)
+
+    # -- read --------------------------------------------------------------------
+
+    async def GetTask(self, req: tasks_pb2.GetTaskRequest, ctx: CallContext) -> tasks_pb2.GetTaskResponse:
+        number = parse_task_number(req.task_id)
+        task = await self.db.read(lambda c: store.get_task(c, number))
+        if task is None:
+            raise task_not_found(number)
+        return tasks_pb2.GetTaskResponse(task=task)
+
+    async def ListTasks(self, req: tasks_pb2.ListTasksRequest, ctx: CallContext) -> tasks_pb2.ListTasksResponse:
+        size = page_size(req.page_size, default=100, maximum=500)
+        f = store.TaskFilter(
+            status=_status_text(req.status) if req.status else None,
+            type=check_text("type", req.type),
+            assigned_to=check_text("assigned_to", req.assigned_to),
+            created_after_us=to_us(req.created_after) if req.HasField("created_after") else None,
+            created_before_us=to_us(req.created_before) if req.HasField("created_before") else None,
+        )
+        before = self.tokens.parse(req.page_token, "tasks", f.key())
+        tasks = await self.db.read(lambda c: store.list_tasks(c, f, before, size + 1))
+        resp = tasks_pb2.ListTasksResponse(tasks=tasks[:size])
+        if len(tasks) > size:
+            resp.next_page_token = self.tokens.make("tasks", f.key(), tasks[size - 1].id)
+        return resp
+
+    # -- update ------------------------------------------------------------------
+
+    def _changes(self, req: tasks_pb2.UpdateTaskRequest) -> tuple[list[str], dict[str, Any]]:
+        """The mask (validated, in order) and the column values it sets."""
+        if req.HasField("update_mask") and req.update_mask.paths:
+            names: list[str] = []
+            for path in req.update_mask.paths:
+                if path in _NOT_TASK_FIELDS:
+                    continue
+                if path in _OUTPUT_ONLY or path == "task_id":
+                    raise invalid_argument("update_mask", f"{path} is output only")
+                if path not in store.UPDATABLE:
+                    raise invalid_argument("update_mask", f"unknown field {path!r}")
+                if path not in names:
+                    names.append(path)
+        else:
+            # No mask: the fields that are set (a repeated field when non-empty).
+            names = [
+                n
+                for n in store.UPDATABLE
+                if (n == "repos" and req.repos) or (n != "repos" and req.HasField(n))  # type: ignore[arg-type]
+            ]
+        if not names:
+            raise invalid_argument("update_mask", "no valid field to update")
+        values: dict[str, Any] = {}
+        for n in names:
+            if n == "repos":
+                values[n] = json.dumps(check_list("repos", req.repos)) if req.repos else None
+                continue
+            if not req.HasField(n):  # type: ignore[arg-type]
+                if n == "name":
+                    raise invalid_argument("name", "must not be blank")
+                if n == "status":
+                    raise invalid_argument("status", f"must be one of {', '.join(store.STATUS_VALUE)}")
+                values[n] = store.UPDATABLE[n]
+                continue
+            v = getattr(req, n)
+            if n == "name":
+                values[n] = check_text("name", v, MAX_NAME, required=True)
+            elif n == "status":
+                values[n] = _status_text(v)
+            elif n == "estimate_minutes":
+                values[n] = _estimate(v)
+            elif n == "requires_qa":
+                values[n] = 1 if v else 0
+            elif n in _TIMESTAMP_FIELDS:
+                values[n] = to_us(v)
+            else:
+                values[n] = check_text(n, v) or store.UPDATABLE[n]
+        return names, values
+
+    async def UpdateTask(self, req: tasks_pb2.UpdateTaskRequest, ctx: CallContext) -> tasks_pb2.UpdateTaskResponse:
+        number = parse_task_number(req.task_id)
+        actor = check_text("actor", req.actor) if req.HasField("actor") else None
+        names, values = self._changes(req)
+
+        def write(conn: sqlite3.Connection, wctx: WriteContext) -> tasks_pb2.Task:
+            current = store.status_of(conn, number)
+            if current is None:
+                raise task_not_found(number)
+            if current == "cancelled":
+                raise failed_precondition(f"Task T{number} is cancelled", reason="TASK_CANCELLED")
+            now = store.now()
+            changes = dict(values)
+            new_status = changes.get("status")
+            if new_status is not None and new_status != current:
+                # Stamp the status move unless the client set the time itself.
+                if new_status == "active" and "assigned_at" not in changes:
+                    changes["assigned_at"] = now
+                elif new_status in store.FINAL_STATUSES and "completed_at" not in changes:
+                    changes["completed_at"] = now
+                elif new_status == "queued" and "queued_at" not in changes:
+                    changes["queued_at"] = now
+            changes["updated_at"] = now
+            store.update_task(conn, number, changes)
+            event = store.insert_event(conn, number, "updated", "Updated: " + ", ".join(names), actor, now)
+            task = store.get_task(conn, number)
+            assert task is not None
+            self._publish(wctx, event, task)
+            return task
+
+        task = await self.db.write(write)
+        return tasks_pb2.UpdateTaskResponse(id=task.id, task_id=task.task_id, updated=names, task=task)
+
+    async def CancelTask(self, req: tasks_pb2.CancelTaskRequest, ctx: CallContext) -> tasks_pb2.CancelTaskResponse:
+        number = parse_task_number(req.task_id)
+        actor = check_text("actor", req.actor) if req.HasField("actor") else None
+        reason = check_text("reason", req.reason, MAX_DETAIL) if req.HasField("reason") else None
+
+        def write(conn: sqlite3.Connection, wctx: WriteContext) -> tasks_pb2.Task:
+            current = store.status_of(conn, number)
+            if current is None:
+                raise task_not_found(number)
+            if current in ("completed", "cancelled"):
+                raise failed_precondition(f"Task T{number} is already {current}", reason="TASK_ALREADY_FINAL")
+            now = store.now()
+            store.update_task(conn, number, {"status": "cancelled", "completed_at": now, "updated_at": now})
+            event = store.insert_event(
+                conn, number, "cancelled", reason or f"Task cancelled (was {current})", actor, now
+            )
+            task = store.get_task(conn, number)
+            assert task is not None
+            self._publish(wctx, event, task)
+            return task
+
+        task = await self.db.write(write)
+        return tasks_pb2.CancelTaskResponse(id=task.id, task_id=task.task_id, status=task.status, task=task)
+
+    # -- events ------------------------------------------------------------------
+
+    async def CreateTaskEvent(
+        self, req: tasks_pb2.CreateTaskEventRequest, ctx: CallContext
+    ) -> tasks_pb2.CreateTaskEventResponse:
+        number = parse_task_number(req.task_id)
+        event_type = check_text("event_type", req.event_type, required=True)
+        assert event_type is not None
+        detail = check_text("detail", req.detail, MAX_DETAIL) if req.HasField("detail") else None
+        actor = check_text("actor", req.actor) if req.HasField("actor") else None
+
+        def write(conn: sqlite3.Connection, wctx: WriteContext) -> tasks_pb2.TaskEvent:
+            task = store.get_task(conn, number)
+            if task is None:
+                raise task_not_found(number)
+            event = store.insert_event(conn, number, event_type, detail, actor, store.now())
+            self._publish(wctx, event, task)
+            return event
+
+        event = await self.db.write(write)
+        return tasks_pb2.CreateTaskEventResponse(status="logged", task_id=f"T{number}", event=event)
+
+    async def ListTaskEvents(
+        self, req: tasks_pb2.ListTaskEventsRequest, ctx: CallContext
+    ) -> tasks_pb2.ListTaskEventsResponse:
+        number = parse_task_number(req.task_id)
+        size = page_size(req.page_size, default=100, maximum=_EVENTS_PAGE_MAX)
+        before = self.tokens.parse(req.page_token, "events", [number])
+
+        def read(conn: sqlite3.Connection) -> list[tasks_pb2.TaskEvent] | None:
+            if not store.task_exists(conn, number):
+                return None
+            return store.list_events(conn, number, before, size + 1)
+
+        events = await self.db.read(read)
+        if events is None:
+            raise task_not_found(number)
+        resp = tasks_pb2.ListTaskEventsResponse(events=events[:size])
+        if len(events) > size:
+            resp.next_page_token = self.tokens.make("events", [number], events[size - 1].id)
+        return resp
+
+    async def RegisterTaskRepos(
+        self, req: tasks_pb2.RegisterTaskReposRequest, ctx: CallContext
+    ) -> tasks_pb2.RegisterTaskReposResponse:
+        number = parse_task_number(req.task_id)
+        if not req.repos:
+            raise invalid_argument("repos", "at least one repository is required")
+        repos = check_list("repos", req.repos)
+        lobster_type = (check_text("lobster_type", req.lobster_type) if req.HasField("lobster_type") else None) or (
+            "unknown"
+        )
+        actor = (check_text("actor", req.actor) if req.HasField("actor") else None) or lobster_type
+
+        def write(conn: sqlite3.Connection, wctx: WriteContext) -> tasks_pb2.Task:
+            if not store.task_exists(conn, number):
+                raise task_not_found(number)
+            now = store.now()
+            store.update_task(
+                conn,
+                number,
+                {
+                    "broker_repos": json.dumps(repos),
+                    "broker_status": "active",
+                    "broker_registered_at": now,
+                    "updated_at": now,
+                },
+            )
+            event = store.insert_event(conn, number, "broker_registered", "repos=" + ", ".join(repos), actor, now)
+            task = store.get_task(conn, number)
+            assert task is not None
+            self._publish(wctx, event, task)
+            return task
+
+        task = await self.db.write(write)
+        return tasks_pb2.RegisterTaskReposResponse(status="registered", task_id=task.task_id, task=task)
+
+    # -- watch -------------------------------------------------------------------
+
+    async def WatchTasks(
+        self, req: tasks_pb2.WatchTasksRequest, ctx: CallContext
+    ) -> AsyncIterator[tasks_pb2.WatchTasksResponse]:
+        if req.after_cursor < 0:
+            raise invalid_argument("after_cursor", "must not be negative")
+        only = parse_task_number(req.task_id) if req.task_id else None
+        # Subscribe before reading the database so nothing published in
+        # between is lost; anything seen twice is dropped by cursor.
+        sub = self.feed.subscribe()
+        try:
+            cursor = req.after_cursor or self.feed.last_cursor
+            replay = cursor < self.feed.last_cursor
+            while True:
+                if replay or sub.overflowed:
+                    sub.reset()
+                    while True:
+                        at = cursor
+                        page = await self.db.read(lambda c, at=at: store.changes_after(c, at, only, _WATCH_REPLAY_PAGE))
+                        for event, task in page:
+                            cursor = event.id
+                            yield tasks_pb2.WatchTasksResponse(cursor=event.id, event=event, task=task)
+                        if len(page) < _WATCH_REPLAY_PAGE:
+                            break
+                    replay = False
+                    continue
+                change = await sub.get()
+                if change is None:
+                    return  # server shutting down
+                if change.cursor <= cursor or (only is not None and change.event.task_id != only):
+                    continue
+                cursor = change.cursor
+                yield tasks_pb2.WatchTasksResponse(cursor=change.cursor, event=change.event, task=change.task)
+        finally:
+            sub.close()
