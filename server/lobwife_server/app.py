@@ -65,7 +65,7 @@ class LobwifeServer:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.started = time.monotonic()
-        self.db = Database(config.db_path, readers=config.readers)
+        self.db = Database(config.db_path, readers=config.readers, commit_delay=config.commit_delay)
         self.health = health.aio.HealthServicer()
         self.grpc_server: grpc.aio.Server | None = None
         self.http_runner: web.AppRunner | None = None

@@ -25,6 +25,7 @@ class Config:
     log_format: str = "json"
     max_body_bytes: int = 1024 * 1024
     readers: int = 2
+    commit_delay: float = 0.001  # seconds; see storage.DEFAULT_COMMIT_DELAY
 
     @property
     def db_path(self) -> Path:

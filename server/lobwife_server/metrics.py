@@ -28,7 +28,20 @@ DB_COMMIT_BATCH = Histogram(
 WATCHERS = Gauge("lobwife_watch_streams", "Open WatchTasks streams.", registry=REGISTRY)
 
 
+# labels() costs several microseconds a call; resolve each label set once.
+_calls: dict[tuple[str, str, str, str], Counter] = {}
+_latency: dict[tuple[str, str, str], Histogram] = {}
+
+
 def observe_call(service: str, method: str, transport: str, code: str, seconds: float) -> None:
-    short = service.rsplit(".", 1)[-1]
-    RPC_CALLS.labels(short, method, transport, code).inc()
-    RPC_LATENCY.labels(short, method, transport).observe(seconds)
+    key = (service, method, transport, code)
+    counter = _calls.get(key)
+    if counter is None:
+        short = service.rsplit(".", 1)[-1]
+        counter = _calls[key] = RPC_CALLS.labels(short, method, transport, code)
+    counter.inc()
+    hkey = (service, method, transport)
+    hist = _latency.get(hkey)
+    if hist is None:
+        hist = _latency[hkey] = RPC_LATENCY.labels(service.rsplit(".", 1)[-1], method, transport)
+    hist.observe(seconds)

@@ -208,9 +208,10 @@ def _v3_typed_schema(conn: sqlite3.Connection) -> None:
         DROP TABLE tasks;
         ALTER TABLE tasks_v3 RENAME TO tasks;
         ALTER TABLE task_events_v3 RENAME TO task_events;
-        CREATE INDEX idx_tasks_status ON tasks(status, id);
-        CREATE INDEX idx_tasks_type ON tasks(type, id);
-        CREATE INDEX idx_tasks_assigned_to ON tasks(assigned_to, id);
+        CREATE INDEX idx_tasks_id_updated ON tasks(id, updated_at);
+        CREATE INDEX idx_tasks_status ON tasks(status, id, updated_at);
+        CREATE INDEX idx_tasks_type ON tasks(type, id, updated_at);
+        CREATE INDEX idx_tasks_assigned_to ON tasks(assigned_to, id, updated_at);
         CREATE INDEX idx_tasks_created_at ON tasks(created_at);
         CREATE INDEX idx_tasks_slug ON tasks(slug);
         CREATE UNIQUE INDEX idx_tasks_request_id ON tasks(request_id) WHERE request_id IS NOT NULL;

@@ -21,6 +21,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -36,6 +37,9 @@ T = TypeVar("T")
 
 #: Most writes one transaction takes; bounds the latency a large batch adds.
 MAX_BATCH = 256
+#: How long the writer may wait for more writes to join a batch, when the
+#: previous batch shows other writers are active. A lone writer never waits.
+DEFAULT_COMMIT_DELAY = 0.001
 
 
 class StorageError(ApiError):
@@ -90,8 +94,9 @@ class WriteContext:
 
 
 class Database:
-    def __init__(self, path: Path, *, readers: int = 2) -> None:
+    def __init__(self, path: Path, *, readers: int = 2, commit_delay: float = DEFAULT_COMMIT_DELAY) -> None:
         self.path = path
+        self.commit_delay = commit_delay
         self._readers = readers
         self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
@@ -154,37 +159,39 @@ class Database:
         conn = self._writer_conn
         assert conn is not None
         stop = False
+        last_size = 1
         while not stop:
             first = self._queue.get()
             if first is None:
                 break
             batch = [first]
+            # Group commit: with concurrent writers, a short wait lets the
+            # writes still on their way share this COMMIT's fsync instead of
+            # each paying for one (fewer, larger commits also write each index
+            # page once per batch rather than once per write).
+            deadline = time.monotonic() + self.commit_delay if last_size > 1 and self.commit_delay > 0 else 0.0
             while len(batch) < MAX_BATCH:
                 try:
-                    nxt = self._queue.get_nowait()
+                    remaining = deadline - time.monotonic()
+                    nxt = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if nxt is None:
                     stop = True
                     break
                 batch.append(nxt)
+            last_size = len(batch)
             self._run_batch(conn, batch)
         conn.close()
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Write]) -> None:
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for item in batch:
-                conn.execute("SAVEPOINT w")
-                try:
-                    item.result = item.fn(conn, WriteContext(item))
-                    conn.execute("RELEASE w")
-                except Exception as e:  # a failing write must not poison the batch
-                    conn.execute("ROLLBACK TO w")
-                    conn.execute("RELEASE w")
-                    item.error = e
-                    item.after_commit.clear()
-            conn.execute("COMMIT")
+            if not self._try_batch(conn, batch, isolate=False):
+                # One write failed and the fast path rolled everything back: run
+                # the batch again with each write in its own SAVEPOINT, so only
+                # the failing write is undone. Write functions touch nothing but
+                # the connection and their WriteContext, so re-running is safe.
+                self._try_batch(conn, batch, isolate=True)
             self.healthy = True
         except sqlite3.Error as e:
             log.error("commit failed: %s", e)
@@ -200,6 +207,29 @@ class Database:
         # RuntimeError: the loop closed during shutdown, so nobody is waiting.
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(_deliver, batch)
+
+    @staticmethod
+    def _try_batch(conn: sqlite3.Connection, batch: list[_Write], *, isolate: bool) -> bool:
+        """Run the batch in one transaction. Without isolation, stop and roll back at the first failure."""
+        conn.execute("BEGIN IMMEDIATE")
+        for item in batch:
+            item.error = None
+            item.after_commit.clear()
+            if isolate:
+                conn.execute("SAVEPOINT w")
+            try:
+                item.result = item.fn(conn, WriteContext(item))
+            except Exception as e:
+                if not isolate:
+                    conn.execute("ROLLBACK")
+                    return False
+                conn.execute("ROLLBACK TO w")
+                item.error = e
+                item.after_commit.clear()
+            if isolate:
+                conn.execute("RELEASE w")
+        conn.execute("COMMIT")
+        return True
 
     # -- reads ------------------------------------------------------------------
 

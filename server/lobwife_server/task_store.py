@@ -33,6 +33,7 @@ COLUMNS = (
     "requires_qa, workflow, created_at, updated_at, queued_at, assigned_at, completed_at, broker_repos, "
     "broker_status, token_count, broker_registered_at, created_by"
 )
+COLUMN_NAMES = tuple(c.strip() for c in COLUMNS.split(","))
 EVENT_COLUMNS = "id, task_id, event_type, detail, actor, created_at"
 
 # Columns of the tasks table that UpdateTask may set, with the value that
@@ -130,8 +131,23 @@ class TaskFilter:
         return [self.status, self.type, self.assigned_to, self.created_after_us, self.created_before_us]
 
 
-def list_tasks(conn: sqlite3.Connection, f: TaskFilter, before_id: int | None, limit: int) -> list[tasks_pb2.Task]:
-    """Newest first (ids are sequential), up to ``limit`` tasks with id < before_id."""
+def task_from_values(number: int, values: dict[str, Any]) -> tasks_pb2.Task:
+    """The Task a fresh INSERT of ``values`` produced, without reading it back."""
+    return row_to_task(tuple(number if c == "id" else values.get(c) for c in COLUMN_NAMES))
+
+
+def get_tasks(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, tasks_pb2.Task]:
+    out: dict[int, tasks_pb2.Task] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        for r in conn.execute(f"SELECT {COLUMNS} FROM tasks WHERE id IN ({marks})", chunk):
+            out[r[0]] = row_to_task(r)
+    return out
+
+
+def list_task_keys(conn: sqlite3.Connection, f: TaskFilter, before_id: int | None, limit: int) -> list[tuple[int, int]]:
+    """(id, updated_at) of the matching tasks, newest first (ids are sequential), id < before_id."""
     where: list[str] = []
     args: list[object] = []
     if f.status is not None:
@@ -152,12 +168,12 @@ def list_tasks(conn: sqlite3.Connection, f: TaskFilter, before_id: int | None, l
     if before_id is not None:
         where.append("id < ?")
         args.append(before_id)
-    sql = f"SELECT {COLUMNS} FROM tasks"
+    sql = "SELECT id, updated_at FROM tasks"
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY id DESC LIMIT ?"
     args.append(limit)
-    return [row_to_task(r) for r in conn.execute(sql, args)]
+    return conn.execute(sql, args).fetchall()  # type: ignore[no-any-return]
 
 
 def task_exists(conn: sqlite3.Connection, number: int) -> bool:
@@ -226,10 +242,15 @@ def find_by_request_id(conn: sqlite3.Connection, request_id: str) -> tasks_pb2.T
     return row_to_task(row) if row is not None else None
 
 
+_insert_sql: dict[tuple[str, ...], str] = {}
+
+
 def insert_task(conn: sqlite3.Connection, values: dict[str, Any]) -> int:
-    cols = ", ".join(values)
-    marks = ", ".join("?" * len(values))
-    cur = conn.execute(f"INSERT INTO tasks ({cols}) VALUES ({marks})", list(values.values()))
+    cols = tuple(values)
+    sql = _insert_sql.get(cols)
+    if sql is None:
+        sql = _insert_sql[cols] = f"INSERT INTO tasks ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+    cur = conn.execute(sql, list(values.values()))
     assert cur.lastrowid is not None
     return cur.lastrowid
 
@@ -239,9 +260,15 @@ def update_task(conn: sqlite3.Connection, number: int, values: dict[str, Any]) -
     conn.execute(f"UPDATE tasks SET {sets} WHERE id = ?", [*values.values(), number])
 
 
-def status_of(conn: sqlite3.Connection, number: int) -> str | None:
-    row = conn.execute("SELECT status FROM tasks WHERE id = ?", (number,)).fetchone()
-    return None if row is None else str(row[0])
+def status_of(conn: sqlite3.Connection, number: int) -> tuple[str, int] | None:
+    """(status, updated_at) of a task, or None."""
+    row = conn.execute("SELECT status, updated_at FROM tasks WHERE id = ?", (number,)).fetchone()
+    return None if row is None else (str(row[0]), int(row[1]))
+
+
+def next_stamp(previous: int) -> int:
+    """Now, but strictly after ``previous``: a task's updated_at orders its versions."""
+    return max(now_us(), previous + 1)
 
 
 def get_or_create_secret(conn: sqlite3.Connection, key: str, make: bytes) -> bytes:

@@ -13,6 +13,7 @@ from lobwife_server import task_store as store
 from lobwife_server.errors import failed_precondition, invalid_argument
 from lobwife_server.rpc import CallContext
 from lobwife_server.storage import Database, WriteContext
+from lobwife_server.task_cache import TaskCache
 from lobwife_server.timeutil import to_us
 from lobwife_server.validation import (
     MAX_DETAIL,
@@ -62,10 +63,11 @@ def _estimate(value: int) -> int:
 
 
 class TaskService:
-    def __init__(self, db: Database, feed: ChangeFeed, page_tokens: PageTokens) -> None:
+    def __init__(self, db: Database, feed: ChangeFeed, page_tokens: PageTokens, cache: TaskCache | None = None) -> None:
         self.db = db
         self.feed = feed
         self.tokens = page_tokens
+        self.cache = cache or TaskCache()
 
     @classmethod
     async def create(cls, db: Database) -> TaskService:
@@ -76,7 +78,11 @@ class TaskService:
         return cls(db, ChangeFeed(last), PageTokens(secret))
 
     def _publish(self, wctx: WriteContext, event: tasks_pb2.TaskEvent, task: tasks_pb2.Task) -> None:
-        wctx.after_commit(lambda: self.feed.publish(Change(event, task)))
+        def committed() -> None:
+            self.cache.put(task)
+            self.feed.publish(Change(event, task))
+
+        wctx.after_commit(committed)
 
     # -- create ------------------------------------------------------------------
 
@@ -117,8 +123,7 @@ class TaskService:
                 values["completed_at"] = now
             number = store.insert_task(conn, values)
             event = store.insert_event(conn, number, "created", f"Task created with status={status}", actor, now)
-            task = store.get_task(conn, number)
-            assert task is not None
+            task = store.task_from_values(number, values)
             self._publish(wctx, event, task)
             return task
 
@@ -129,9 +134,13 @@ class TaskService:
 
     async def GetTask(self, req: tasks_pb2.GetTaskRequest, ctx: CallContext) -> tasks_pb2.GetTaskResponse:
         number = parse_task_number(req.task_id)
-        task = await self.db.read(lambda c: store.get_task(c, number))
+        task = self.cache.get(number)
         if task is None:
-            raise task_not_found(number)
+            mark = self.cache.mark()
+            task = await self.db.read(lambda c: store.get_task(c, number))
+            if task is None:
+                raise task_not_found(number)
+            self.cache.fill(task, mark)
         return tasks_pb2.GetTaskResponse(task=task)
 
     async def ListTasks(self, req: tasks_pb2.ListTasksRequest, ctx: CallContext) -> tasks_pb2.ListTasksResponse:
@@ -144,7 +153,26 @@ class TaskService:
             created_before_us=to_us(req.created_before) if req.HasField("created_before") else None,
         )
         before = self.tokens.parse(req.page_token, "tasks", f.key())
-        tasks = await self.db.read(lambda c: store.list_tasks(c, f, before, size + 1))
+        cache = self.cache
+
+        def read(conn: sqlite3.Connection) -> tuple[list[tasks_pb2.Task], list[tasks_pb2.Task]]:
+            keys = store.list_task_keys(conn, f, before, size + 1)
+            found: dict[int, tasks_pb2.Task] = {}
+            missing: list[int] = []
+            for number, updated_at in keys:
+                t = cache.peek_version(number, updated_at)
+                if t is not None:
+                    found[number] = t
+                else:
+                    missing.append(number)
+            fetched = store.get_tasks(conn, missing) if missing else {}
+            found.update(fetched)
+            return [found[n] for n, _ in keys if n in found], list(fetched.values())
+
+        mark = cache.mark()
+        tasks, fetched = await self.db.read(read)
+        for t in fetched:
+            cache.fill(t, mark)
         resp = tasks_pb2.ListTasksResponse(tasks=tasks[:size])
         if len(tasks) > size:
             resp.next_page_token = self.tokens.make("tasks", f.key(), tasks[size - 1].id)
@@ -207,12 +235,13 @@ class TaskService:
         names, values = self._changes(req)
 
         def write(conn: sqlite3.Connection, wctx: WriteContext) -> tasks_pb2.Task:
-            current = store.status_of(conn, number)
-            if current is None:
+            found = store.status_of(conn, number)
+            if found is None:
                 raise task_not_found(number)
+            current, last_update = found
             if current == "cancelled":
                 raise failed_precondition(f"Task T{number} is cancelled", reason="TASK_CANCELLED")
-            now = store.now()
+            now = store.next_stamp(last_update)
             changes = dict(values)
             new_status = changes.get("status")
             if new_status is not None and new_status != current:
@@ -240,12 +269,13 @@ class TaskService:
         reason = check_text("reason", req.reason, MAX_DETAIL) if req.HasField("reason") else None
 
         def write(conn: sqlite3.Connection, wctx: WriteContext) -> tasks_pb2.Task:
-            current = store.status_of(conn, number)
-            if current is None:
+            found = store.status_of(conn, number)
+            if found is None:
                 raise task_not_found(number)
+            current, last_update = found
             if current in ("completed", "cancelled"):
                 raise failed_precondition(f"Task T{number} is already {current}", reason="TASK_ALREADY_FINAL")
-            now = store.now()
+            now = store.next_stamp(last_update)
             store.update_task(conn, number, {"status": "cancelled", "completed_at": now, "updated_at": now})
             event = store.insert_event(
                 conn, number, "cancelled", reason or f"Task cancelled (was {current})", actor, now
@@ -313,9 +343,10 @@ class TaskService:
         actor = (check_text("actor", req.actor) if req.HasField("actor") else None) or lobster_type
 
         def write(conn: sqlite3.Connection, wctx: WriteContext) -> tasks_pb2.Task:
-            if not store.task_exists(conn, number):
+            found = store.status_of(conn, number)
+            if found is None:
                 raise task_not_found(number)
-            now = store.now()
+            now = store.next_stamp(found[1])
             store.update_task(
                 conn,
                 number,

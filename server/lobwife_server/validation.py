@@ -71,7 +71,8 @@ def check_list(field: str, values: Sequence[str], *, max_items: int = MAX_REPOS,
 def page_size(value: int, *, default: int = 100, maximum: int = 500, field: str = "page_size") -> int:
     """AIP-158: negative is an error, 0 means the default, above the maximum is coerced."""
     if value < 0:
-        raise invalid_argument(field, "must not be negative")
+        # Over HTTP this field is the `limit` query parameter (its JSON name).
+        raise invalid_argument(field, "must not be negative (`limit` over HTTP)")
     if value == 0:
         return default
     return min(value, maximum)

@@ -1,0 +1,72 @@
+"""A write-through cache of Task messages, so hot reads skip SQLite and row decoding.
+
+Why it is safe: every write goes through this process's single writer thread,
+and each write puts the task's new snapshot here after its COMMIT and before the
+client is answered. So a client always reads its own acknowledged writes.
+
+Two rules keep a cached entry from ever being older than what is committed:
+- writes always replace the entry (``put``);
+- a read that missed may add what it read (``fill``) only if the entry is still
+  absent and nothing was evicted since the read began (an eviction could have
+  dropped a newer snapshot that a late fill would then shadow).
+
+List reads also compare each cached task's ``updated_at`` with the row they
+selected (a task's ``updated_at`` strictly increases with every change), so a
+list never mixes a stale snapshot into a fresh filter result.
+"""
+
+from __future__ import annotations
+
+from lobwife.v1 import tasks_pb2
+from lobwife_server.timeutil import to_us
+
+
+class TaskCache:
+    def __init__(self, capacity: int = 20_000) -> None:
+        self.capacity = capacity
+        # id -> (updated_at in µs, task); the number saves a proto access per list row.
+        self._items: dict[int, tuple[int, tasks_pb2.Task]] = {}
+        self._seq = 0  # bumped by every put and eviction
+        self._last_evict = -1
+        self.hits = 0
+        self.misses = 0
+
+    def mark(self) -> int:
+        """Call before a read whose result may be filled in later."""
+        return self._seq
+
+    def get(self, task_id: int) -> tasks_pb2.Task | None:
+        entry = self._items.get(task_id)
+        if entry is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return entry[1]
+
+    def peek_version(self, task_id: int, updated_us: int) -> tasks_pb2.Task | None:
+        """The cached task if it is exactly that version (safe from reader threads: one dict read)."""
+        entry = self._items.get(task_id)
+        if entry is not None and entry[0] == updated_us:
+            return entry[1]
+        return None
+
+    def put(self, task: tasks_pb2.Task) -> None:
+        self._seq += 1
+        self._items.pop(task.id, None)  # re-insert at the end: recently written stays longest
+        self._items[task.id] = (to_us(task.updated_at), task)
+        self._evict()
+
+    def fill(self, task: tasks_pb2.Task, mark: int) -> None:
+        if task.id in self._items or self._last_evict >= mark:
+            return
+        self._items[task.id] = (to_us(task.updated_at), task)
+        self._evict()
+
+    def _evict(self) -> None:
+        while len(self._items) > self.capacity:
+            self._items.pop(next(iter(self._items)))
+            self._seq += 1
+            self._last_evict = self._seq
+
+    def __len__(self) -> int:
+        return len(self._items)

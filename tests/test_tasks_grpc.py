@@ -1,0 +1,313 @@
+"""TaskService over real gRPC against the real server and a real SQLite file."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from google.protobuf import field_mask_pb2, timestamp_pb2
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from lobwife.v1 import jobs_pb2, jobs_pb2_grpc, tasks_pb2, tasks_pb2_grpc
+
+S = tasks_pb2.TaskStatus
+
+
+@pytest.fixture
+def stub(channel: grpc.Channel) -> tasks_pb2_grpc.TaskServiceStub:
+    return tasks_pb2_grpc.TaskServiceStub(channel)
+
+
+def error_of(call: object) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as info:
+        call()  # type: ignore[operator]
+    return info.value
+
+
+def violations(err: grpc.RpcError) -> list[str]:
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    fields: list[str] = []
+    for d in status.details if status else []:
+        bad = error_details_pb2.BadRequest()
+        if d.Unpack(bad):
+            fields += [v.field for v in bad.field_violations]
+    return fields
+
+
+def create(stub: tasks_pb2_grpc.TaskServiceStub, name: str = "t", **kw: object) -> tasks_pb2.Task:
+    return stub.CreateTask(tasks_pb2.CreateTaskRequest(name=name, **kw), timeout=5).task  # type: ignore[arg-type]
+
+
+def test_create_defaults_and_get_by_number_or_T(stub: tasks_pb2_grpc.TaskServiceStub) -> None:
+    t = create(stub, "first", actor="lobboss", repos=["o/r"], estimate_minutes=30)
+    assert t.id == 1 and t.task_id == "T1"
+    assert (t.type, t.status, t.priority) == ("swe", S.TASK_STATUS_QUEUED, "normal")
+    assert t.created_by == "lobboss" and list(t.repos) == ["o/r"] and t.estimate_minutes == 30
+    assert not t.HasField("assigned_at") and t.HasField("queued_at")
+    for ref in ("1", "T1", "t1", " T1 "):
+        assert stub.GetTask(tasks_pb2.GetTaskRequest(task_id=ref), timeout=5).task == t
+    events = stub.ListTaskEvents(tasks_pb2.ListTaskEventsRequest(task_id="T1"), timeout=5).events
+    assert [(e.event_type, e.actor, e.task_id) for e in events] == [("created", "lobboss", 1)]
+
+
+@pytest.mark.parametrize("ref", ["T", "T-1", "Tabc", "", "0", "99999999999999999999", "1.5", "T1x"])
+def test_bad_task_ids_name_the_field(stub: tasks_pb2_grpc.TaskServiceStub, ref: str) -> None:
+    err = error_of(lambda: stub.GetTask(tasks_pb2.GetTaskRequest(task_id=ref), timeout=5))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violations(err) == ["task_id"]
+
+
+def test_missing_task_is_not_found(stub: tasks_pb2_grpc.TaskServiceStub) -> None:
+    err = error_of(lambda: stub.GetTask(tasks_pb2.GetTaskRequest(task_id="T424242"), timeout=5))
+    assert err.code() == grpc.StatusCode.NOT_FOUND and err.details() == "Task T424242 not found"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"name": ""}, "name"),
+        ({"name": "   "}, "name"),
+        ({"name": "x" * 501}, "name"),
+        ({"name": "ok", "estimate_minutes": -1}, "estimate_minutes"),
+        ({"name": "ok", "repos": [""]}, "repos[0]"),
+        ({"name": "ok", "repos": ["a/b"] * 101}, "repos"),
+        ({"name": "ok", "request_id": "r" * 129}, "request_id"),
+        ({"name": "ok", "status": 99}, "status"),
+    ],
+)
+def test_create_rejects_bad_input_and_stores_nothing(
+    stub: tasks_pb2_grpc.TaskServiceStub, kwargs: dict[str, object], field: str
+) -> None:
+    err = error_of(lambda: stub.CreateTask(tasks_pb2.CreateTaskRequest(**kwargs), timeout=5))  # type: ignore[arg-type]
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violations(err) == [field]
+    assert list(stub.ListTasks(tasks_pb2.ListTasksRequest(), timeout=5).tasks) == []
+
+
+def test_oversized_grpc_message_is_refused(stub: tasks_pb2_grpc.TaskServiceStub) -> None:
+    err = error_of(lambda: stub.CreateTask(tasks_pb2.CreateTaskRequest(name="x" * (5 * 1024 * 1024)), timeout=10))
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_create_is_idempotent_by_request_id(stub: tasks_pb2_grpc.TaskServiceStub) -> None:
+    a = create(stub, "once", request_id="req-1")
+    b = create(stub, "once again", request_id="req-1")
+    assert a == b
+    assert len(stub.ListTasks(tasks_pb2.ListTasksRequest(), timeout=5).tasks) == 1
+
+
+def test_list_newest_first_filters_and_pages(stub: tasks_pb2_grpc.TaskServiceStub) -> None:
+    for i in range(7):
+        create(stub, f"t{i}", type="qa" if i % 2 else "swe", assigned_to="w1" if i < 3 else None)
+    ids = [t.id for t in stub.ListTasks(tasks_pb2.ListTasksRequest(), timeout=5).tasks]
+    assert ids == [7, 6, 5, 4, 3, 2, 1]
+    qa = stub.ListTasks(tasks_pb2.ListTasksRequest(type="qa"), timeout=5).tasks
+    assert [t.id for t in qa] == [6, 4, 2]
+    w1 = stub.ListTasks(tasks_pb2.ListTasksRequest(assigned_to="w1"), timeout=5).tasks
+    assert [t.id for t in w1] == [3, 2, 1]
+    # Page through swe tasks two at a time.
+    seen: list[int] = []
+    token = ""
+    while True:
+        resp = stub.ListTasks(tasks_pb2.ListTasksRequest(type="swe", page_size=2, page_token=token), timeout=5)
+        seen += [t.id for t in resp.tasks]
+        token = resp.next_page_token
+        if not token:
+            break
+    assert seen == [7, 5, 3, 1]
+    # A token is bound to its filters.
+    first = stub.ListTasks(tasks_pb2.ListTasksRequest(type="swe", page_size=2), timeout=5)
+    err = error_of(
+        lambda: stub.ListTasks(tasks_pb2.ListTasksRequest(type="qa", page_token=first.next_page_token), timeout=5)
+    )
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and violations(err) == ["page_token"]
+    for forged in ("garbage", first.next_page_token[:-3] + "AAA", "eyJrIjoidGFza3MiLCJwIjoxfQ"):
+        err = error_of(lambda f=forged: stub.ListTasks(tasks_pb2.ListTasksRequest(page_token=f), timeout=5))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and violations(err) == ["page_token"]
+
+
+def test_page_size_rules(stub: tasks_pb2_grpc.TaskServiceStub) -> None:
+    for i in range(3):
+        create(stub, f"t{i}")
+    err = error_of(lambda: stub.ListTasks(tasks_pb2.ListTasksRequest(page_size=-1), timeout=5))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and violations(err) == ["page_size"]
+    assert len(stub.ListTasks(tasks_pb2.ListTasksRequest(page_size=0), timeout=5).tasks) == 3
+    assert len(stub.ListTasks(tasks_pb2.ListTasksRequest(page_size=2**31 - 1), timeout=5).tasks) == 3
+
+
+def test_list_by_created_range(stub: tasks_pb2_grpc.TaskServiceStub) -> None:
+    a = create(stub, "a")
+    time.sleep(0.01)
+    b = create(stub, "b")
+    req = tasks_pb2.ListTasksRequest(created_after=b.created_at)
+    assert [t.id for t in stub.ListTasks(req, timeout=5).tasks] == [b.id]
+    req = tasks_pb2.ListTasksRequest(created_before=b.created_at)
+    assert [t.id for t in stub.ListTasks(req, timeout=5).tasks] == [a.id]
+
+
+def test_update_with_mask_stamps_and_logs(stub: tasks_pb2_grpc.TaskServiceStub) -> None:
+    t = create(stub, "work", assigned_to="someone")
+    resp = stub.UpdateTask(
+        tasks_pb2.UpdateTaskRequest(
+            task_id=t.task_id,
+            actor="lobboss",
+            status=S.TASK_STATUS_ACTIVE,
+            update_mask=field_mask_pb2.FieldMask(paths=["status", "assigned_to"]),
+        ),
+        timeout=5,
+    )
+    assert list(resp.updated) == ["status", "assigned_to"]
+    assert resp.task.status == S.TASK_STATUS_ACTIVE
+    assert not resp.task.HasField("assigned_to"), "named in the mask without a value: cleared"
+    assert resp.task.HasField("assigned_at") and not resp.task.HasField("completed_at")
+    # A client-set completion time wins over the stamp.
+    done_at = timestamp_pb2.Timestamp(seconds=1_700_000_000)
+    resp = stub.UpdateTask(
+        tasks_pb2.UpdateTaskRequest(task_id="1", status=S.TASK_STATUS_COMPLETED, completed_at=done_at), timeout=5
+    )
+    assert resp.task.completed_at == done_at and list(resp.updated) == ["status", "completed_at"]
+    events = stub.ListTaskEvents(tasks_pb2.ListTaskEventsRequest(task_id="1"), timeout=5).events
+    assert [(e.event_type, e.actor, e.detail) for e in events[:2]] == [
+        ("updated", "", "Updated: status, completed_at"),
+        ("updated", "lobboss", "Updated: status, assigned_to"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("paths", "message"),
+    [(["bogus"], "unknown field"), (["created_at"], "output only"), (["id"], "output only"), ([], "no valid field")],
+)
+def test_update_mask_errors(stub: tasks_pb2_grpc.TaskServiceStub, paths: list[str], message: str) -> None:
+    t = create(stub, "x")
+    req = tasks_pb2.UpdateTaskRequest(task_id=t.task_id, update_mask=field_mask_pb2.FieldMask(paths=paths))
+    err = error_of(lambda: stub.UpdateTask(req, timeout=5))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and message in (err.details() or "")
+    assert stub.GetTask(tasks_pb2.GetTaskRequest(task_id=t.task_id), timeout=5).task == t
+
+
+def test_cancel_is_soft_and_final(stub: tasks_pb2_grpc.TaskServiceStub) -> None:
+    t = create(stub, "to cancel")
+    resp = stub.CancelTask(tasks_pb2.CancelTaskRequest(task_id="T1", actor="op", reason="dup"), timeout=5)
+    assert resp.status == S.TASK_STATUS_CANCELLED and resp.task.HasField("completed_at")
+    assert stub.GetTask(tasks_pb2.GetTaskRequest(task_id="1"), timeout=5).task.status == S.TASK_STATUS_CANCELLED
+    err = error_of(lambda: stub.CancelTask(tasks_pb2.CancelTaskRequest(task_id="1"), timeout=5))
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION and "already cancelled" in (err.details() or "")
+    err = error_of(lambda: stub.UpdateTask(tasks_pb2.UpdateTaskRequest(task_id="1", name="again"), timeout=5))
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert stub.GetTask(tasks_pb2.GetTaskRequest(task_id="1"), timeout=5).task.name == t.name
+    done = create(stub, "done", status=S.TASK_STATUS_COMPLETED)
+    err = error_of(lambda: stub.CancelTask(tasks_pb2.CancelTaskRequest(task_id=done.task_id), timeout=5))
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_events_page_and_bound(stub: tasks_pb2_grpc.TaskServiceStub) -> None:
+    create(stub, "chatty")
+    futures = [
+        stub.CreateTaskEvent.future(tasks_pb2.CreateTaskEventRequest(task_id="1", event_type=f"e{i}"), timeout=30)
+        for i in range(1200)
+    ]
+    for f in futures:
+        f.result()
+    stub.CreateTaskEvent(tasks_pb2.CreateTaskEventRequest(task_id="1", event_type="last", detail="d"), timeout=30)
+    page = stub.ListTaskEvents(tasks_pb2.ListTaskEventsRequest(task_id="1", page_size=5000), timeout=5)
+    assert len(page.events) == 1000 and page.next_page_token
+    assert page.events[0].event_type == "last"
+    rest = stub.ListTaskEvents(
+        tasks_pb2.ListTaskEventsRequest(task_id="1", page_size=5000, page_token=page.next_page_token), timeout=5
+    )
+    assert len(rest.events) == 1202 - 1000 and not rest.next_page_token
+    assert rest.events[-1].event_type == "created"
+    err = error_of(lambda: stub.CreateTaskEvent(tasks_pb2.CreateTaskEventRequest(task_id="1"), timeout=5))
+    assert violations(err) == ["event_type"]
+    err = error_of(
+        lambda: stub.CreateTaskEvent(tasks_pb2.CreateTaskEventRequest(task_id="9", event_type="x"), timeout=5)
+    )
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_register_repos_sets_broker_fields(stub: tasks_pb2_grpc.TaskServiceStub) -> None:
+    create(stub, "reg")
+    resp = stub.RegisterTaskRepos(
+        tasks_pb2.RegisterTaskReposRequest(task_id="T1", repos=["o/a", "o/b"], lobster_type="swe"), timeout=5
+    )
+    assert (resp.status, resp.task_id) == ("registered", "T1")
+    assert list(resp.task.broker_repos) == ["o/a", "o/b"] and resp.task.broker_status == "active"
+    ev = stub.ListTaskEvents(tasks_pb2.ListTaskEventsRequest(task_id="1"), timeout=5).events[0]
+    assert (ev.event_type, ev.actor) == ("broker_registered", "swe")
+    err = error_of(lambda: stub.RegisterTaskRepos(tasks_pb2.RegisterTaskReposRequest(task_id="1"), timeout=5))
+    assert violations(err) == ["repos"]
+
+
+def test_unbuilt_services_answer_unimplemented(channel: grpc.Channel) -> None:
+    jobs = jobs_pb2_grpc.JobServiceStub(channel)
+    err = error_of(lambda: jobs.ListJobs(jobs_pb2.ListJobsRequest(), timeout=5))
+    assert err.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def _collect(stream: Iterator[tasks_pb2.WatchTasksResponse], out: list[tasks_pb2.WatchTasksResponse], n: int) -> None:
+    try:
+        for msg in stream:
+            out.append(msg)
+            if len(out) >= n:
+                return
+    except grpc.RpcError:
+        return
+
+
+def test_watch_streams_changes_and_resumes_without_gaps(stub: tasks_pb2_grpc.TaskServiceStub) -> None:
+    create(stub, "before watch")
+    got: list[tasks_pb2.WatchTasksResponse] = []
+    stream = stub.WatchTasks(tasks_pb2.WatchTasksRequest(), timeout=30)
+    reader = threading.Thread(target=_collect, args=(stream, got, 3))
+    reader.start()
+    time.sleep(0.3)  # let the stream subscribe
+    create(stub, "a")
+    stub.UpdateTask(tasks_pb2.UpdateTaskRequest(task_id="2", status=S.TASK_STATUS_ACTIVE), timeout=5)
+    stub.CreateTaskEvent(tasks_pb2.CreateTaskEventRequest(task_id="2", event_type="note"), timeout=5)
+    reader.join(10)
+    stream.cancel()  # type: ignore[attr-defined]
+    assert [m.event.event_type for m in got] == ["created", "updated", "note"]
+    assert got[1].task.status == S.TASK_STATUS_ACTIVE
+    cursor = got[-1].cursor
+    # While no one watches: more changes. A resumed watch gets exactly those.
+    create(stub, "b")
+    stub.CancelTask(tasks_pb2.CancelTaskRequest(task_id="2"), timeout=5)
+    resumed: list[tasks_pb2.WatchTasksResponse] = []
+    stream = stub.WatchTasks(tasks_pb2.WatchTasksRequest(after_cursor=cursor), timeout=30)
+    _collect(stream, resumed, 2)
+    stream.cancel()  # type: ignore[attr-defined]
+    assert [(m.event.event_type, m.event.task_id) for m in resumed] == [("created", 3), ("cancelled", 2)]
+    assert [m.cursor for m in resumed] == sorted(m.cursor for m in resumed) and resumed[0].cursor > cursor
+    # Filtered by task, from the beginning of time.
+    only: list[tasks_pb2.WatchTasksResponse] = []
+    stream = stub.WatchTasks(tasks_pb2.WatchTasksRequest(after_cursor=0, task_id="T1"), timeout=30)
+    t = threading.Thread(target=_collect, args=(stream, only, 2))
+    t.start()
+    time.sleep(0.3)
+    stub.CreateTaskEvent(tasks_pb2.CreateTaskEventRequest(task_id="3", event_type="other"), timeout=5)
+    stub.CreateTaskEvent(tasks_pb2.CreateTaskEventRequest(task_id="1", event_type="mine"), timeout=5)
+    t.join(10)
+    stream.cancel()  # type: ignore[attr-defined]
+    # From cursor 0 the stream starts at "now": only the later change of T1 arrives.
+    assert [m.event.event_type for m in only][:1] == ["mine"]
+
+
+def test_watch_replays_many_changes_in_order(stub: tasks_pb2_grpc.TaskServiceStub) -> None:
+    """A consumer that resumes from an old cursor gets everything, across replay pages."""
+    create(stub, "x")
+    futures = [
+        stub.CreateTaskEvent.future(tasks_pb2.CreateTaskEventRequest(task_id="1", event_type=f"e{i}"), timeout=30)
+        for i in range(1100)
+    ]
+    for f in futures:
+        f.result()
+    got: list[tasks_pb2.WatchTasksResponse] = []
+    stream = stub.WatchTasks(tasks_pb2.WatchTasksRequest(after_cursor=1), timeout=30)
+    _collect(stream, got, 1100)
+    stream.cancel()  # type: ignore[attr-defined]
+    cursors = [m.cursor for m in got]
+    assert len(got) == 1100 and cursors == sorted(cursors) and len(set(cursors)) == 1100
