@@ -26,5 +26,7 @@ ruff check .
 ruff format --check .
 echo "== mypy"
 mypy
+echo "== docs"
+python scripts/gen_http_docs.py --check
 echo "== pytest"
 python -m pytest -q "$@"

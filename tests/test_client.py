@@ -368,7 +368,12 @@ def test_errors_pickle() -> None:
     err = LobwifeError(grpc.StatusCode.INVALID_ARGUMENT, "bad", [("name", "blank")], reason="R")
     copy = pickle.loads(pickle.dumps(err))
     assert (copy.code, copy.message, copy.field_violations, copy.reason, str(copy)) == (
-        err.code, err.message, err.field_violations, err.reason, str(err))  # fmt: skip
+        err.code,
+        err.message,
+        err.field_violations,
+        err.reason,
+        str(err),
+    )
 
 
 def test_secure_client_does_not_fall_back_to_plaintext(fake: FakeServer) -> None:

@@ -356,8 +356,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--estimate-minutes", type=non_negative_int)
     p.add_argument("--requires-qa", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--workflow")
-    p.add_argument("--clear", action="append", choices=CLEARABLE, default=[], metavar="FIELD",
-                   help=f"clear a field; repeatable ({', '.join(CLEARABLE)})")  # fmt: skip
+    p.add_argument(
+        "--clear",
+        action="append",
+        choices=CLEARABLE,
+        default=[],
+        metavar="FIELD",
+        help=f"clear a field; repeatable ({', '.join(CLEARABLE)})",
+    )
     p.add_argument("--actor")
 
     p = leaf("cancel", cmd_cancel, "cancel a task")
@@ -457,8 +463,20 @@ def cmd_list(ns: argparse.Namespace, client: Client) -> int:
 
 def cmd_update(ns: argparse.Namespace, client: Client) -> int:
     fields: dict[str, Any] = {}
-    for name in ("name", "type", "slug", "status", "priority", "model", "assigned_to", "repos",
-                 "discord_thread_id", "estimate_minutes", "requires_qa", "workflow"):  # fmt: skip
+    for name in (
+        "name",
+        "type",
+        "slug",
+        "status",
+        "priority",
+        "model",
+        "assigned_to",
+        "repos",
+        "discord_thread_id",
+        "estimate_minutes",
+        "requires_qa",
+        "workflow",
+    ):
         value = getattr(ns, name)
         if value is not None:
             fields[name] = value
