@@ -84,6 +84,7 @@ class Finding(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     RESOLVED_AT_FIELD_NUMBER: _builtins.int
     id: _builtins.int
+    """Assigned by the server; identifies the finding in Get/Update/Resolve."""
     task_id: _builtins.int
     """The task's number the finding is about, if any."""
     severity: Global___Severity.ValueType

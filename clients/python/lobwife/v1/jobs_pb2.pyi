@@ -914,6 +914,62 @@ class GetStatusRequest(_message.Message):
 Global___GetStatusRequest: _TypeAlias = GetStatusRequest  # noqa: Y015
 
 @_typing.final
+class JobSummary(_message.Message):
+    """What status pages show of a job (the legacy job summary): no command, no
+    environment, so read-only viewers never see a job's secrets.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    RUNNING_FIELD_NUMBER: _builtins.int
+    LAST_RUN_FIELD_NUMBER: _builtins.int
+    LAST_STATUS_FIELD_NUMBER: _builtins.int
+    LAST_DURATION_FIELD_NUMBER: _builtins.int
+    RUN_COUNT_FIELD_NUMBER: _builtins.int
+    FAIL_COUNT_FIELD_NUMBER: _builtins.int
+    NEXT_RUN_FIELD_NUMBER: _builtins.int
+    description: _builtins.str
+    schedule: _builtins.str
+    """The schedule as text."""
+    enabled: _builtins.bool
+    running: _builtins.bool
+    last_status: Global___RunStatus.ValueType
+    last_duration: _builtins.float
+    """Seconds."""
+    run_count: _builtins.int
+    fail_count: _builtins.int
+    @_builtins.property
+    def last_run(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def next_run(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        description: _builtins.str = ...,
+        schedule: _builtins.str = ...,
+        enabled: _builtins.bool = ...,
+        running: _builtins.bool = ...,
+        last_run: _timestamp_pb2.Timestamp | None = ...,
+        last_status: Global___RunStatus.ValueType = ...,
+        last_duration: _builtins.float | None = ...,
+        run_count: _builtins.int = ...,
+        fail_count: _builtins.int = ...,
+        next_run: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_last_duration", b"_last_duration", "last_duration", b"last_duration", "last_run", b"last_run", "next_run", b"next_run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_last_duration", b"_last_duration", "description", b"description", "enabled", b"enabled", "fail_count", b"fail_count", "last_duration", b"last_duration", "last_run", b"last_run", "last_status", b"last_status", "next_run", b"next_run", "run_count", b"run_count", "running", b"running", "schedule", b"schedule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__last_duration: _TypeAlias = _typing.Literal["last_duration"]  # noqa: Y015
+    _WhichOneofArgType__last_duration: _TypeAlias = _typing.Literal["_last_duration", b"_last_duration"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__last_duration) -> _WhichOneofReturnType__last_duration | None: ...
+
+Global___JobSummary: _TypeAlias = JobSummary  # noqa: Y015
+
+@_typing.final
 class GetStatusResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -925,12 +981,12 @@ class GetStatusResponse(_message.Message):
         VALUE_FIELD_NUMBER: _builtins.int
         key: _builtins.str
         @_builtins.property
-        def value(self) -> Global___Job: ...
+        def value(self) -> Global___JobSummary: ...
         def __init__(
             self,
             *,
             key: _builtins.str = ...,
-            value: Global___Job | None = ...,
+            value: Global___JobSummary | None = ...,
         ) -> None: ...
         _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
         def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -947,7 +1003,7 @@ class GetStatusResponse(_message.Message):
     uptime: _builtins.float
     """Seconds since start."""
     @_builtins.property
-    def jobs(self) -> _containers.MessageMap[_builtins.str, Global___Job]:
+    def jobs(self) -> _containers.MessageMap[_builtins.str, Global___JobSummary]:
         """Job summaries by name."""
 
     @_builtins.property
@@ -957,7 +1013,7 @@ class GetStatusResponse(_message.Message):
         *,
         status: _builtins.str = ...,
         uptime: _builtins.float = ...,
-        jobs: _abc.Mapping[_builtins.str, Global___Job] | None = ...,
+        jobs: _abc.Mapping[_builtins.str, Global___JobSummary] | None = ...,
         broker: _broker_pb2.BrokerSummary | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["broker", b"broker"]  # noqa: Y015
