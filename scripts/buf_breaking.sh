@@ -5,7 +5,8 @@
 # main when on another branch, and on main the previous commit (so every commit
 # that lands on main is checked against the one before it). Both sides are built
 # with the googleapis protos staged from the installed package, since there is
-# no network to fetch buf dependencies.
+# no network to fetch buf dependencies. A deliberate break is accepted only from
+# a commit whose message has a `Breaking-Contract: <reason>` trailer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,5 +37,15 @@ cp buf.yaml "$tmp/buf.yaml"
 # Images of our files only (the staged googleapis files are imports, excluded).
 (cd "$tmp" && buf build --path proto/lobwife -o "$tmp/base.binpb")
 buf build --path proto/lobwife -o "$tmp/head.binpb"
-buf breaking "$tmp/head.binpb" --against "$tmp/base.binpb"
-echo "buf breaking: no breaking changes against $base"
+if buf breaking "$tmp/head.binpb" --against "$tmp/base.binpb"; then
+  echo "buf breaking: no breaking changes against $base"
+  exit 0
+fi
+# An intentional break must say so in the commit that makes it, with a
+# `Breaking-Contract: <reason>` trailer; it is then reported, not failed.
+reason=$(git log -1 --format=%B | sed -n 's/^Breaking-Contract: *//p' | head -n 1)
+if [ "$base" = "HEAD~1" ] && [ -n "$reason" ]; then
+  echo "buf breaking: breaking changes above accepted by HEAD's Breaking-Contract trailer: $reason"
+  exit 0
+fi
+exit 1
