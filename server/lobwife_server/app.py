@@ -20,7 +20,8 @@ from pathlib import Path
 
 import grpc
 from aiohttp import web
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 from grpc_reflection.v1alpha import reflection
 
 from lobwife_server import config as config_mod
@@ -66,7 +67,7 @@ class LobwifeServer:
         self.config = config
         self.started = time.monotonic()
         self.db = Database(config.db_path, readers=config.readers, commit_delay=config.commit_delay)
-        self.health = health.aio.HealthServicer()
+        self.health = health_aio.HealthServicer()
         self.grpc_server: grpc.aio.Server | None = None
         self.http_runner: web.AppRunner | None = None
         self.http_app: web.Application | None = None

@@ -153,13 +153,13 @@ class Dispatcher:
         finally:
             metrics.observe_call(m.service, m.name, ctx.transport, code, time.perf_counter() - start)
 
-    def grpc_handlers(self) -> list[grpc.GenericRpcHandler]:
-        by_service: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
+    def grpc_handlers(self) -> list[grpc.GenericRpcHandler[Any, Any]]:
+        by_service: dict[str, dict[str, grpc.RpcMethodHandler[Any, Any]]] = {}
         for m in self.methods.values():
             by_service.setdefault(m.service, {})[m.name] = self._grpc_handler(m)
         return [grpc.method_handlers_generic_handler(svc, handlers) for svc, handlers in by_service.items()]
 
-    def _grpc_handler(self, m: MethodInfo) -> grpc.RpcMethodHandler:
+    def _grpc_handler(self, m: MethodInfo) -> grpc.RpcMethodHandler[Any, Any]:
         deserialize = m.request_type.FromString
         serialize = m.response_type.SerializeToString
         dispatcher = self
@@ -172,7 +172,7 @@ class Dispatcher:
                     async for item in dispatcher.stream(m, request, ctx):
                         yield item
                 except ApiError as e:
-                    await context.abort_with_status(rpc_status.to_status(e.to_status()))
+                    await _abort(context, e)
 
             return grpc.unary_stream_rpc_method_handler(
                 stream_handler, request_deserializer=deserialize, response_serializer=serialize
@@ -183,11 +183,17 @@ class Dispatcher:
             try:
                 return await dispatcher.unary(m, request, ctx)
             except ApiError as e:
-                await context.abort_with_status(rpc_status.to_status(e.to_status()))
+                await _abort(context, e)
 
         return grpc.unary_unary_rpc_method_handler(
             unary_handler, request_deserializer=deserialize, response_serializer=serialize
         )
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], e: ApiError) -> None:
+    """End the call with the error's google.rpc.Status (code, message, and details in the trailers)."""
+    status = rpc_status.to_status(e.to_status())
+    await context.abort(status.code, status.details, status.trailing_metadata)
 
 
 def _grpc_ctx(m: MethodInfo, context: grpc.aio.ServicerContext[Any, Any]) -> CallContext:

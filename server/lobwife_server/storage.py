@@ -52,7 +52,7 @@ class StorageError(ApiError):
 
 @dataclass
 class _Write:
-    fn: Callable[[sqlite3.Connection], Any]
+    fn: Callable[[sqlite3.Connection, WriteContext], Any]
     future: asyncio.Future[Any]
     # Callbacks to run on the event loop after the batch commits, before the
     # caller is resumed (used to publish change-feed items in commit order).
@@ -151,7 +151,7 @@ class Database:
             raise StorageError("database is closed")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        item = _Write(fn=fn, future=fut)  # type: ignore[arg-type]
+        item = _Write(fn=fn, future=fut)
         self._queue.put(item)
         return await fut
 

@@ -173,7 +173,7 @@ def list_task_keys(conn: sqlite3.Connection, f: TaskFilter, before_id: int | Non
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY id DESC LIMIT ?"
     args.append(limit)
-    return conn.execute(sql, args).fetchall()  # type: ignore[no-any-return]
+    return conn.execute(sql, args).fetchall()
 
 
 def task_exists(conn: sqlite3.Connection, number: int) -> bool:

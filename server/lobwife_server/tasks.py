@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 import sqlite3
@@ -384,8 +385,11 @@ class TaskService:
                 if replay or sub.overflowed:
                     sub.reset()
                     while True:
-                        at = cursor
-                        page = await self.db.read(lambda c, at=at: store.changes_after(c, at, only, _WATCH_REPLAY_PAGE))
+                        page = await self.db.read(
+                            functools.partial(
+                                store.changes_after, cursor=cursor, task_number=only, limit=_WATCH_REPLAY_PAGE
+                            )
+                        )
                         for event, task in page:
                             cursor = event.id
                             yield tasks_pb2.WatchTasksResponse(cursor=event.id, event=event, task=task)
