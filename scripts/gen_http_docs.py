@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Print (or check) the HTTP route table in docs/http.md, generated from the protos' http annotations.
 
-    python scripts/gen_http_docs.py          # rewrite the table in docs/http.md
-    python scripts/gen_http_docs.py --check  # exit 1 if docs/http.md is out of date
+python scripts/gen_http_docs.py          # rewrite the table in docs/http.md
+python scripts/gen_http_docs.py --check  # exit 1 if docs/http.md is out of date
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ def table() -> str:
                 if m.server_streaming:
                     resp = "NDJSON / SSE stream"
                 state = "served" if svc.name in IMPLEMENTED else "501 (not built yet)"
-                rows.append(f"| {verb.upper()} | `{path}` | `{svc.name}.{m.name}` | {body} | {resp} | {code} | {state} |")
+                rpc = f"`{svc.name}.{m.name}`"
+                rows.append(f"| {verb.upper()} | `{path}` | {rpc} | {body} | {resp} | {code} | {state} |")
     return "\n".join(rows)
 
 

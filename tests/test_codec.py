@@ -202,9 +202,12 @@ def test_job_to_json_durations_maps_nested() -> None:
     assert out["run_count"] == 2**40
     assert out["last_duration"] == 1.25
     assert out["next_runs"] == ["2026-02-16T12:01:30Z", "2026-02-16T12:03:00Z"]
-    status = jobs_pb2.GetStatusResponse(status="ok", jobs={"nightly": full_job()})
+    summary = jobs_pb2.JobSummary(schedule="every 90.5s", run_count=2**40, last_duration=1.25)
+    status = jobs_pb2.GetStatusResponse(status="ok", jobs={"nightly": summary})
     rendered = codec.to_json_obj(status)
-    assert rendered["jobs"]["nightly"]["interval"] == "90.5s"
+    assert rendered["jobs"]["nightly"]["schedule"] == "every 90.5s"
+    assert rendered["jobs"]["nightly"]["run_count"] == 2**40 and rendered["jobs"]["nightly"]["last_status"] is None
+    assert "env" not in rendered["jobs"]["nightly"]
     assert rendered["broker"] is None
 
 
@@ -244,8 +247,8 @@ def test_field_to_json() -> None:
     resp = tasks_pb2.ListTasksResponse(tasks=[tasks_pb2.Task(id=1), tasks_pb2.Task(id=2)])
     assert [t["id"] for t in codec.field_to_json(resp, "tasks")] == [1, 2]
     assert codec.field_to_json(tasks_pb2.ListTasksResponse(), "tasks") == []
-    status = jobs_pb2.GetStatusResponse(jobs={"a": jobs_pb2.Job(name="a")})
-    assert codec.field_to_json(status, "jobs")["a"]["name"] == "a"
+    status = jobs_pb2.GetStatusResponse(jobs={"a": jobs_pb2.JobSummary(description="d")})
+    assert codec.field_to_json(status, "jobs")["a"]["description"] == "d"
     got = codec.field_to_json(tasks_pb2.GetTaskResponse(task=tasks_pb2.Task(id=5)), "task")
     assert got["id"] == 5
     # An unset message renders as its defaults, not null (grpc-gateway does the same).

@@ -141,7 +141,7 @@ class FakeJobs:
         return jobs_pb2.UpdateJobResponse(job=req.job)
 
     async def GetStatus(self, req: jobs_pb2.GetStatusRequest, ctx: CallContext) -> jobs_pb2.GetStatusResponse:
-        job = jobs_pb2.Job(name="nightly", schedule="0 3 * * *", enabled=True, run_count=4)
+        job = jobs_pb2.JobSummary(schedule="0 3 * * *", enabled=True, run_count=4)
         return jobs_pb2.GetStatusResponse(status="ok", uptime=1.5, jobs={"nightly": job})
 
     async def GetJobRun(self, req: jobs_pb2.GetJobRunRequest, ctx: CallContext) -> jobs_pb2.GetJobRunResponse:
