@@ -217,6 +217,7 @@ class Sample:
     errors: int  # non-2xx, socket errors, failed streams, missing creates, short gRPC responses
     gen_cpu: float  # CPU of the load generator / wall time (1.0 = one core)
     srv_cpu: float  # CPU of the server under load / wall time
+    other_cpu: float  # CPU of every other process on the machine / wall time: noise
     notes: list[str] = field(default_factory=list)
 
 
@@ -225,15 +226,30 @@ def children_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def timed_run(cmd: list[str], server: ServerProc, timeout: float) -> tuple[str, float, float]:
-    """Run a load generator; return its stdout and its and the server's CPU use (cores)."""
-    c0, s0, t0 = children_cpu(), server.cpu_seconds(), time.monotonic()
+def machine_busy_cpu() -> float:
+    """CPU seconds all processors spent running processes (or stolen) since boot, from /proc/stat."""
+    try:
+        ticks = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    # user + nice + system, plus steal (CPU the hypervisor gave to other guests). Left out:
+    # idle, iowait, and irq/softirq, where the kernel runs loopback networking -- the
+    # benchmark's own traffic, not noise. Guest columns are already counted in user.
+    user, nice, system = ticks[0:3]
+    steal = ticks[7] if len(ticks) > 7 else 0
+    return (user + nice + system + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def timed_run(cmd: list[str], server: ServerProc, timeout: float) -> tuple[str, float, float, float]:
+    """Run a load generator; return its stdout and the CPU (in cores) used by it, the server and the rest."""
+    c0, s0, m0, t0 = children_cpu(), server.cpu_seconds(), machine_busy_cpu(), time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     wall = time.monotonic() - t0
     gen, srv = (children_cpu() - c0) / wall, (server.cpu_seconds() - s0) / wall
+    other = max(0.0, (machine_busy_cpu() - m0) / wall - gen - srv)
     if proc.returncode != 0:
         raise BenchError(f"{cmd[0]} exited with {proc.returncode}: {proc.stderr.strip() or proc.stdout.strip()}")
-    return proc.stdout, gen, srv
+    return proc.stdout, gen, srv, other
 
 
 def _int(pattern: str, text: str, default: int | None = None) -> int:
@@ -269,7 +285,7 @@ def run_h2load(url: str, frame: Path, duration: int, log_file: Path, server: Ser
     the size of a real response (``min_resp``) means the calls are failing.
     """
     log_file.unlink(missing_ok=True)
-    out, gen, srv = timed_run(h2load_cmd(url, frame, duration, log_file), server, duration + 30)
+    out, gen, srv, other = timed_run(h2load_cmd(url, frame, duration, log_file), server, duration + 30)
     m = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out)
     if m is None:
         raise BenchError(f"unexpected h2load output:\n{out}")
@@ -279,7 +295,7 @@ def run_h2load(url: str, frame: Path, duration: int, log_file: Path, server: Ser
     data_bytes = _int(r"\((\d+)\) data", out, 0)
     latencies = sorted(int(line.split("\t")[2]) / 1000.0 for line in log_file.read_text().splitlines() if line)
     sample = Sample(
-        float(m.group(1)), percentile(latencies, 50), percentile(latencies, 99), succeeded, errors, gen, srv
+        float(m.group(1)), percentile(latencies, 50), percentile(latencies, 99), succeeded, errors, gen, srv, other
     )
     if succeeded and data_bytes / succeeded < 0.9 * min_resp:
         sample.errors += succeeded
@@ -307,7 +323,7 @@ def wrk_cmd(url: str, duration: int, post: bool) -> list[str]:
 
 
 def run_wrk(url: str, duration: int, post: bool, server: ServerProc) -> Sample:
-    out, gen, srv = timed_run(wrk_cmd(url, duration, post), server, duration + 30)
+    out, gen, srv, other = timed_run(wrk_cmd(url, duration, post), server, duration + 30)
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if m is None:
         raise BenchError(f"unexpected wrk output:\n{out}")
@@ -316,7 +332,9 @@ def run_wrk(url: str, duration: int, post: bool, server: ServerProc) -> Sample:
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if sock is not None:
         errors += sum(int(g) for g in sock.groups())
-    return Sample(float(m.group(1)), _wrk_latency(50, out), _wrk_latency(99, out), total - errors, errors, gen, srv)
+    return Sample(
+        float(m.group(1)), _wrk_latency(50, out), _wrk_latency(99, out), total - errors, errors, gen, srv, other
+    )
 
 
 # --------------------------------------------------------------------------- lobwife calls
@@ -581,6 +599,7 @@ def table(plan: list[Target]) -> list[str]:
         "errors",
         "gen CPU",
         "srv CPU",
+        "other CPU",
     ]
     rows: list[list[str]] = []
     for t in plan:
@@ -603,10 +622,11 @@ def table(plan: list[Target]) -> list[str]:
             str(sum(x.errors for x in s)),
             fmt_pct(med([x.gen_cpu for x in s])),
             fmt_pct(med([x.srv_cpu for x in s])),
+            fmt_pct(med([x.other_cpu for x in s])),
         ]
         rows.append(row)
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    right = {2, 3, 4, 5, 6, 9, 10, 11}
+    right = {2, 3, 4, 5, 6, 9, 10, 11, 12}
 
     def line(cells: list[str]) -> str:
         return (
@@ -717,7 +737,7 @@ def run(rounds: int, duration: int, tmp: Path, servers: list[ServerProc]) -> Non
                 print(
                     f"  round {r}/{rounds}  {t.transport:4} {t.label:32} {fmt_rate(s.rate):>8} req/s  "
                     f"p50 {s.p50_ms:6.2f} ms  p99 {s.p99_ms:6.2f} ms  gen CPU {fmt_pct(s.gen_cpu):>4}  "
-                    f"srv CPU {fmt_pct(s.srv_cpu):>4}{flag}{notes}",
+                    f"srv CPU {fmt_pct(s.srv_cpu):>4}  other CPU {fmt_pct(s.other_cpu):>4}{flag}{notes}",
                     flush=True,
                 )
 
@@ -726,7 +746,10 @@ def run(rounds: int, duration: int, tmp: Path, servers: list[ServerProc]) -> Non
     print("\n".join(table(plan)))
     print()
     print("ratio = lobwife req/s / req/s of its baseline measured just before it in the same round (medians)")
-    print("gen CPU / srv CPU: load generator / server CPU time over wall time (100% = one core)")
+    print(
+        "gen / srv / other CPU: CPU time of the load generator / the server / all other processes"
+        " over wall time (100% = one core)"
+    )
     anomalies = [f"{t.label}: {n}" for t in plan for s in t.samples for n in s.notes]
     anomalies += [
         f"{t.label}: {sum(s.errors for s in t.samples)} errors" for t in plan if any(s.errors for s in t.samples)
@@ -735,6 +758,13 @@ def run(rounds: int, duration: int, tmp: Path, servers: list[ServerProc]) -> Non
         f"{t.label}: load generator at {fmt_pct(med([s.gen_cpu for s in t.samples]))} CPU (saturated?)"
         for t in plan
         if med([s.gen_cpu for s in t.samples]) > 0.9
+    ]
+    # On 2 cores the server and the load generator already take most of the machine:
+    # anything else running during a measurement takes CPU from one of them.
+    anomalies += [
+        f"{t.label}: other processes used {fmt_pct(max(s.other_cpu for s in t.samples))} CPU in one round (noise)"
+        for t in plan
+        if max(s.other_cpu for s in t.samples) > 0.25
     ]
     if anomalies:
         print("\nAnomalies:")

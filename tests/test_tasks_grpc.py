@@ -311,3 +311,16 @@ def test_watch_replays_many_changes_in_order(stub: tasks_pb2_grpc.TaskServiceStu
     stream.cancel()  # type: ignore[attr-defined]
     cursors = [m.cursor for m in got]
     assert len(got) == 1100 and cursors == sorted(cursors) and len(set(cursors)) == 1100
+
+
+def test_unparseable_request_bytes_are_invalid_argument(channel: grpc.Channel) -> None:
+    """A string field with invalid UTF-8 (which no generated stub would send) is refused cleanly."""
+    raw_call = channel.unary_unary(
+        "/lobwife.v1.TaskService/CreateTask",
+        request_serializer=lambda b: b,
+        response_deserializer=tasks_pb2.CreateTaskResponse.FromString,
+    )
+    err = error_of(lambda: raw_call(b"\x1a\x02\xff\xfe", timeout=5))  # field 3 (name) = bytes FF FE
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "UTF-8" in (err.details() or "")
+    stub = tasks_pb2_grpc.TaskServiceStub(channel)
+    assert list(stub.ListTasks(tasks_pb2.ListTasksRequest(), timeout=5).tasks) == []

@@ -22,7 +22,7 @@ from grpc_status import rpc_status
 
 from lobwife.v1 import audits_pb2, broker_pb2, costs_pb2, jobs_pb2, system_pb2, tasks_pb2
 from lobwife_server import metrics
-from lobwife_server.errors import ApiError, internal, unimplemented
+from lobwife_server.errors import ApiError, internal, invalid_argument, unimplemented
 
 log = logging.getLogger("lobwife.rpc")
 
@@ -160,34 +160,41 @@ class Dispatcher:
         return [grpc.method_handlers_generic_handler(svc, handlers) for svc, handlers in by_service.items()]
 
     def _grpc_handler(self, m: MethodInfo) -> grpc.RpcMethodHandler[Any, Any]:
-        deserialize = m.request_type.FromString
+        # Requests arrive as bytes and are parsed here, not by grpc's
+        # deserializer: a message grpc cannot parse (a string field with
+        # invalid UTF-8, say) then gets INVALID_ARGUMENT instead of INTERNAL.
+        parse = m.request_type.FromString
         serialize = m.response_type.SerializeToString
         dispatcher = self
 
         if m.server_streaming:
 
-            async def stream_handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            async def stream_handler(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
                 ctx = _grpc_ctx(m, context)
                 try:
-                    async for item in dispatcher.stream(m, request, ctx):
+                    async for item in dispatcher.stream(m, _parse(parse, raw), ctx):
                         yield item
                 except ApiError as e:
                     await _abort(context, e)
 
-            return grpc.unary_stream_rpc_method_handler(
-                stream_handler, request_deserializer=deserialize, response_serializer=serialize
-            )
+            return grpc.unary_stream_rpc_method_handler(stream_handler, response_serializer=serialize)
 
-        async def unary_handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        async def unary_handler(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             ctx = _grpc_ctx(m, context)
             try:
-                return await dispatcher.unary(m, request, ctx)
+                return await dispatcher.unary(m, _parse(parse, raw), ctx)
             except ApiError as e:
                 await _abort(context, e)
 
-        return grpc.unary_unary_rpc_method_handler(
-            unary_handler, request_deserializer=deserialize, response_serializer=serialize
-        )
+        return grpc.unary_unary_rpc_method_handler(unary_handler, response_serializer=serialize)
+
+
+def _parse(parse: Callable[[bytes], message.Message], raw: bytes) -> message.Message:
+    try:
+        return parse(raw)
+    except message.DecodeError as e:
+        # The decoder names the problem (e.g. "String field had bad UTF-8") but not the field.
+        raise invalid_argument("request", f"cannot be parsed: {str(e).rpartition(': ')[2]}") from None
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], e: ApiError) -> None:
