@@ -248,7 +248,7 @@ class Job(_message.Message):
     LAST_OUTPUT_FIELD_NUMBER: _builtins.int
     NEXT_RUNS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """`[a-z0-9][a-z0-9._-]*`, at most 64 characters."""
+    """1-64 characters: lowercase letters, digits, `-` and `_`, starting with a letter or digit."""
     description: _builtins.str
     script: _builtins.str
     """The script the command runs, for display (legacy field)."""
