@@ -230,12 +230,82 @@ def _v3_typed_schema(conn: sqlite3.Connection) -> None:
             )
 
 
+def _v4_jobs(conn: sqlite3.Connection) -> None:
+    """Jobs, their runs, and the legacy per-job counters with typed timestamps.
+
+    ``jobs.definition`` is the serialized ``lobwife.v1.Job`` (the contract is the
+    schema of a definition; new optional fields need no migration). ``paused``
+    is the API's enable/disable, kept apart from the file's own ``enabled``.
+    ``next_fire_at`` is the next slot to record; it advances in the same
+    transaction that records a slot, so a restart never runs a slot twice.
+    A slot is recorded once: the partial unique index on (job, slot, attempt)
+    refuses a second scheduled or caught-up run of the same slot.
+    """
+    conn.create_function("lw_ts", 1, parse_legacy, deterministic=True)
+    _script(
+        conn,
+        """
+        CREATE TABLE jobs (
+            name TEXT PRIMARY KEY,
+            source TEXT NOT NULL,
+            definition BLOB NOT NULL,
+            paused INTEGER NOT NULL DEFAULT 0,
+            next_fire_at INTEGER,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL
+        );
+        CREATE TABLE job_runs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            job_name TEXT NOT NULL,
+            trigger TEXT NOT NULL,
+            status TEXT NOT NULL,
+            scheduled_at INTEGER,
+            not_before INTEGER,
+            attempt INTEGER NOT NULL DEFAULT 1,
+            started_at INTEGER,
+            finished_at INTEGER,
+            duration REAL,
+            exit_code INTEGER,
+            pid INTEGER,
+            pgid INTEGER,
+            boot_id TEXT,
+            output TEXT,
+            output_truncated INTEGER NOT NULL DEFAULT 0,
+            reason TEXT
+        );
+        CREATE UNIQUE INDEX idx_job_runs_slot ON job_runs(job_name, scheduled_at, attempt)
+            WHERE trigger IN ('schedule', 'catch-up');
+        CREATE INDEX idx_job_runs_job ON job_runs(job_name, id);
+        CREATE INDEX idx_job_runs_open ON job_runs(status) WHERE status IN ('pending', 'running');
+        CREATE INDEX idx_job_runs_finished ON job_runs(finished_at);
+        CREATE TABLE job_state_v4 (
+            name TEXT PRIMARY KEY,
+            last_run INTEGER,
+            last_status TEXT,
+            last_duration REAL,
+            last_output TEXT,
+            run_count INTEGER NOT NULL DEFAULT 0,
+            fail_count INTEGER NOT NULL DEFAULT 0,
+            enabled INTEGER NOT NULL DEFAULT 1
+        );
+        INSERT INTO job_state_v4 (name, last_run, last_status, last_duration, last_output, run_count, fail_count,
+                                  enabled)
+            SELECT name, lw_ts(last_run), last_status, last_duration, last_output, COALESCE(run_count, 0),
+                   COALESCE(fail_count, 0), COALESCE(enabled, 1)
+            FROM job_state;
+        DROP TABLE job_state;
+        ALTER TABLE job_state_v4 RENAME TO job_state
+        """,
+    )
+
+
 Migration = Callable[[sqlite3.Connection], None]
 
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "legacy base schema", _v1_legacy_base),
     (2, "legacy broker columns", _v2_legacy_broker_columns),
     (3, "typed timestamps, request ids, meta", _v3_typed_schema),
+    (4, "jobs, job runs, typed job state", _v4_jobs),
 ]
 LATEST = MIGRATIONS[-1][0]
 
