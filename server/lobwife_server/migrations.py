@@ -378,7 +378,7 @@ def import_legacy_json(conn: sqlite3.Connection, state_dir: Path) -> list[str]:
                 " run_count, fail_count, enabled) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     name,
-                    st.get("last_run"),
+                    parse_legacy(st.get("last_run")),
                     st.get("last_status"),
                     st.get("last_duration"),
                     st.get("last_output"),
