@@ -766,6 +766,13 @@ def run(rounds: int, duration: int, tmp: Path, servers: list[ServerProc]) -> Non
         for t in plan
         if max(s.other_cpu for s in t.samples) > 0.25
     ]
+    # A steady server gives similar rates every round; a large spread means its state
+    # changed between rounds (caches, database size) or the machine was busy.
+    for t in plan:
+        rates = [s.rate for s in t.samples]
+        if rates and min(rates) > 0 and max(rates) / min(rates) > 1.4:
+            each = " / ".join(fmt_rate(x) for x in rates)
+            anomalies.append(f"{t.label}: rate varied {max(rates) / min(rates):.1f}-fold across rounds ({each} req/s)")
     if anomalies:
         print("\nAnomalies:")
         print("\n".join(f"  - {a}" for a in dict.fromkeys(anomalies)))

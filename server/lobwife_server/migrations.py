@@ -208,7 +208,6 @@ def _v3_typed_schema(conn: sqlite3.Connection) -> None:
         DROP TABLE tasks;
         ALTER TABLE tasks_v3 RENAME TO tasks;
         ALTER TABLE task_events_v3 RENAME TO task_events;
-        CREATE INDEX idx_tasks_id_updated ON tasks(id, updated_at);
         CREATE INDEX idx_tasks_status ON tasks(status, id, updated_at);
         CREATE INDEX idx_tasks_type ON tasks(type, id, updated_at);
         CREATE INDEX idx_tasks_assigned_to ON tasks(assigned_to, id, updated_at);

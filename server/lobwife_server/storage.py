@@ -69,7 +69,7 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
         check_same_thread=False,
         timeout=30.0,
     )
-    conn.row_factory = sqlite3.Row
+    # Plain tuples: every query here reads columns by position, and Row objects cost ~25% more.
     conn.execute("PRAGMA busy_timeout = 30000")
     conn.execute("PRAGMA foreign_keys = ON")
     if not readonly:
