@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-import timeit
 from typing import Any
 
 import grpc
 import orjson
 import pytest
-from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import Message
 
 from lobwife.v1 import costs_pb2, jobs_pb2, tasks_pb2
@@ -642,20 +641,3 @@ def test_decode_errors() -> None:
 
 
 # --------------------------------------------------------------------------- speed
-
-
-def test_to_json_is_much_cheaper_than_json_format() -> None:
-    # A regression guard, relative (not absolute) so it holds on any machine:
-    # the precomputed plan must stay well ahead of the generic converter.
-    t = full_task()
-    ours = min(timeit.repeat(lambda: codec.to_json_obj(t), number=2000, repeat=5))
-    generic = min(
-        timeit.repeat(
-            lambda: json_format.MessageToDict(
-                t, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-            ),
-            number=2000,
-            repeat=5,
-        )
-    )
-    assert ours * 2 < generic, (ours, generic)
