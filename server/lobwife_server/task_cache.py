@@ -10,6 +10,9 @@ Two rules keep a cached entry from ever being older than what is committed:
   absent and nothing was evicted since the read began (an eviction could have
   dropped a newer snapshot that a late fill would then shadow).
 
+Eviction is least-recently-used: writes and ``get`` (GetTask) refresh an entry;
+reader threads only look (``peek_version``), they never reorder.
+
 List reads also compare each cached task's ``updated_at`` with the row they
 selected (a task's ``updated_at`` strictly increases with every change), so a
 list never mixes a stale snapshot into a fresh filter result.
@@ -36,10 +39,12 @@ class TaskCache:
         return self._seq
 
     def get(self, task_id: int) -> tasks_pb2.Task | None:
-        entry = self._items.get(task_id)
+        """The cached task, refreshed as most recently used (call on the event loop only)."""
+        entry = self._items.pop(task_id, None)
         if entry is None:
             self.misses += 1
             return None
+        self._items[task_id] = entry
         self.hits += 1
         return entry[1]
 
@@ -57,7 +62,9 @@ class TaskCache:
         self._evict()
 
     def fill(self, task: tasks_pb2.Task, mark: int) -> None:
-        if task.id in self._items or self._last_evict >= mark:
+        # Refused when an eviction happened after the read began (it may have
+        # dropped a newer snapshot of this task that the read did not see).
+        if task.id in self._items or self._last_evict > mark:
             return
         self._items[task.id] = (to_us(task.updated_at), task)
         self._evict()
