@@ -45,7 +45,7 @@ multiplier = 3
 jitter = 0.5
 """,
     )
-    flush, ping = jobs_file.load(p)
+    (_, flush), (_, ping) = jobs_file.load(p)
     assert flush.name == "flush-logs" and flush.source == "file"
     assert flush.argv == ("bash", str(tmp_path / "scripts/flush.sh")) and flush.script == str(
         tmp_path / "scripts/flush.sh"
@@ -78,6 +78,7 @@ jitter = 0.5
         (f'[jobs.{"a" * 10_000}]\ncommand = ["true"]\nschedule = "* * * * *"', "is not a job name"),
         ('[jobs.x]\ncommand = ["true"]\nschedule = "* * * * *"\nstart_jitter = "2h"', "jobs.x.start_jitter"),
         ('[job.x]\ncommand = ["true"]', "unknown top-level key 'job'"),
+        ('[jobs.lobwife-backup]\ncommand = ["true"]\nschedule = "* * * * *"', "reserved"),
     ],
 )
 def test_mistakes_name_the_job_and_field(tmp_path: Path, body: str, needle: str) -> None:

@@ -267,3 +267,54 @@ def test_sigint_also_stops_cleanly(server: ServerProcess, sig: str) -> None:
 
     server.proc.send_signal(getattr(signal, sig))
     assert server.proc.wait(timeout=10) == 0
+
+
+def test_not_serving_until_start_up_is_done(tmp_path: Path) -> None:
+    """Probes must not see SERVING while start-up is still resolving runs a crashed server left."""
+    state = tmp_path / "state"
+    jobs = tmp_path / "jobs.toml"
+    # An orphan that ignores SIGTERM: recovery waits the kill grace (5 s) before SIGKILL.
+    jobs.write_text('[jobs.stubborn]\ncommand = ["sh", "-c", "trap \'\' TERM; sleep 60"]\nevery = "1h"\n')
+    srv = start_server(state, "--jobs", str(jobs))
+    with grpc.insecure_channel(srv.grpc_addr) as ch:
+        from lobwife.v1 import jobs_pb2, jobs_pb2_grpc
+
+        jobs_pb2_grpc.JobServiceStub(ch).TriggerJob(jobs_pb2.TriggerJobRequest(name="stubborn"), timeout=5)
+    db = state / "lobwife.db"
+
+    def running() -> bool:
+        conn = sqlite3.connect(db)
+        try:
+            return (
+                conn.execute("SELECT 1 FROM job_runs WHERE status = 'running' AND pgid IS NOT NULL").fetchone()
+                is not None
+            )
+        finally:
+            conn.close()
+
+    deadline = time.monotonic() + 10
+    while not running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    srv.kill9()
+    srv2 = start_server(state, "--jobs", str(jobs), wait=False)
+    seen: list[int] = []
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and srv2.proc.poll() is None:
+            try:
+                status = srv2.health(timeout=0.5)
+            except grpc.RpcError:
+                time.sleep(0.02)
+                continue
+            seen.append(status)
+            if status == health_pb2.HealthCheckResponse.SERVING:
+                break
+            time.sleep(0.1)
+        assert seen and seen[-1] == health_pb2.HealthCheckResponse.SERVING
+        assert seen[0] == health_pb2.HealthCheckResponse.NOT_SERVING, "port open while recovery runs: NOT_SERVING"
+        assert all(s == health_pb2.HealthCheckResponse.NOT_SERVING for s in seen[:-1])
+        conn = sqlite3.connect(db)
+        assert conn.execute("SELECT status FROM job_runs").fetchone()[0] == "abandoned"
+        conn.close()
+    finally:
+        srv2.terminate()

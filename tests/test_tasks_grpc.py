@@ -12,7 +12,7 @@ from google.protobuf import field_mask_pb2, timestamp_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from lobwife.v1 import jobs_pb2, jobs_pb2_grpc, tasks_pb2, tasks_pb2_grpc
+from lobwife.v1 import costs_pb2, costs_pb2_grpc, tasks_pb2, tasks_pb2_grpc
 
 S = tasks_pb2.TaskStatus
 
@@ -243,8 +243,8 @@ def test_register_repos_sets_broker_fields(stub: tasks_pb2_grpc.TaskServiceStub)
 
 
 def test_unbuilt_services_answer_unimplemented(channel: grpc.Channel) -> None:
-    jobs = jobs_pb2_grpc.JobServiceStub(channel)
-    err = error_of(lambda: jobs.ListJobs(jobs_pb2.ListJobsRequest(), timeout=5))
+    costs = costs_pb2_grpc.CostServiceStub(channel)
+    err = error_of(lambda: costs.ListCosts(costs_pb2.ListCostsRequest(), timeout=5))
     assert err.code() == grpc.StatusCode.UNIMPLEMENTED
 
 

@@ -25,9 +25,11 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 
 from lobwife_server import config as config_mod
-from lobwife_server import gateway, logs, migrations
+from lobwife_server import gateway, jobs_file, logs, maintenance, migrations
 from lobwife_server.config import Config, ConfigError
+from lobwife_server.jobs import JobService
 from lobwife_server.rpc import SERVICE_NAMES, Dispatcher
+from lobwife_server.scheduler import Scheduler
 from lobwife_server.storage import Database
 from lobwife_server.system import SystemService
 from lobwife_server.tasks import TaskService
@@ -72,6 +74,7 @@ class LobwifeServer:
         self.http_runner: web.AppRunner | None = None
         self.http_app: web.Application | None = None
         self.tasks: TaskService | None = None
+        self.scheduler: Scheduler | None = None
         self.grpc_port = 0
         self.http_port = 0
         self._monitor: asyncio.Task[None] | None = None
@@ -97,10 +100,24 @@ class LobwifeServer:
 
         await self.db.open(migrate)
         self.tasks = await TaskService.create(self.db)
+        file_jobs = None
+        if cfg.jobs_file is not None:
+            try:
+                file_jobs = await asyncio.to_thread(jobs_file.load, cfg.jobs_file)
+            except jobs_file.JobsFileError as e:
+                # Documented policy: keep the last good definitions (in the database) and say why.
+                log.error("jobs file not used; keeping the last good job definitions: %s", e)
+        builtins = maintenance.builtin_jobs(self.db, cfg.state_dir, maintenance.MaintenanceConfig())
+        # The URL jobs get is only known once the HTTP port is bound (it may be 0 in tests).
+        self.scheduler = Scheduler(self.db, url=cfg.url, builtins=builtins, max_concurrent=cfg.max_concurrent_runs)
+        scheduler = self.scheduler
         dispatcher = Dispatcher(
             {
                 "lobwife.v1.TaskService": self.tasks,
-                "lobwife.v1.SystemService": SystemService(self.db, self.started),
+                "lobwife.v1.JobService": JobService(scheduler, self.tasks.tokens, self.started),
+                "lobwife.v1.SystemService": SystemService(
+                    self.db, self.started, lambda: sum(len(r) for r in scheduler.running.values())
+                ),
             }
         )
 
@@ -112,6 +129,9 @@ class LobwifeServer:
             ]
         )
         server.add_generic_rpc_handlers(dispatcher.grpc_handlers())
+        # grpc's HealthServicer answers SERVING for "" from the start; lobwife is
+        # not ready until recovery and catch-up are done, so say so explicitly.
+        await self._set_health(serving=False)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
@@ -129,6 +149,9 @@ class LobwifeServer:
         site = web.TCPSite(self.http_runner, cfg.host, cfg.http_port, shutdown_timeout=cfg.grace)
         await site.start()
         self.http_port = _bound_port(self.http_runner, cfg.http_port)
+        scheduler.url = cfg.url.rsplit(":", 1)[0] + f":{self.http_port}"
+        # After the ports listen: jobs (and catch-up runs) may call back over HTTP.
+        await scheduler.start(file_jobs)
 
         await self._set_health(serving=True)
         self._monitor = asyncio.create_task(self._watch_database())
@@ -177,6 +200,9 @@ class LobwifeServer:
         if self.tasks is not None:
             self.tasks.feed.close()  # end watch streams now; they would otherwise hold the whole grace
         waits = []
+        if self.scheduler is not None:
+            # Stop firing; running jobs get the same grace as calls, then are ended and recorded.
+            waits.append(self.scheduler.stop(self.config.grace))
         if self.grpc_server is not None:
             waits.append(self.grpc_server.stop(self.config.grace))
         if self.http_runner is not None:

@@ -7,6 +7,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+#: The example jobs shipped with the package: the quick start's default jobs file.
+EXAMPLE_JOBS = Path(__file__).resolve().parent / "examples" / "jobs.toml"
+
 
 def default_state_dir() -> Path:
     """``$XDG_STATE_HOME/lobwife``, i.e. ``~/.local/state/lobwife`` by default."""
@@ -26,10 +29,18 @@ class Config:
     max_body_bytes: int = 1024 * 1024
     readers: int = 2
     commit_delay: float = 0.001  # seconds; see storage.DEFAULT_COMMIT_DELAY
+    jobs_file: Path | None = EXAMPLE_JOBS
+    max_concurrent_runs: int = 16
 
     @property
     def db_path(self) -> Path:
         return self.state_dir / "lobwife.db"
+
+    @property
+    def url(self) -> str:
+        """How jobs reach this server's HTTP API ($LOBWIFE_URL in their environment)."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.http_port}"
 
 
 class ConfigError(ValueError):
@@ -79,6 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", choices=["debug", "info", "warning", "error"], help="env LOBWIFE_LOG_LEVEL; default info"
     )
     p.add_argument("--log-format", choices=["json", "text"], help="env LOBWIFE_LOG_FORMAT; default json")
+    p.add_argument(
+        "--jobs",
+        help="jobs file (TOML) reconciled on start (env LOBWIFE_JOBS_FILE; default: the "
+        "example jobs shipped with lobwife; an empty value means none)",
+    )
+    p.add_argument(
+        "--max-concurrent-runs",
+        type=int,
+        help="bound on job runs at once (env LOBWIFE_MAX_CONCURRENT_RUNS; default 16)",
+    )
     return p
 
 
@@ -94,7 +115,18 @@ def from_args(args: argparse.Namespace) -> Config:
     log_format = args.log_format or env.get("LOBWIFE_LOG_FORMAT") or "json"
     if log_format not in ("json", "text"):
         raise ConfigError(f"LOBWIFE_LOG_FORMAT={log_format!r}: expected json or text")
+    jobs = args.jobs if args.jobs is not None else env.get("LOBWIFE_JOBS_FILE")
+    jobs_file = EXAMPLE_JOBS if jobs is None else (Path(jobs).expanduser() if jobs.strip() else None)
+    max_runs = (
+        args.max_concurrent_runs
+        if args.max_concurrent_runs is not None
+        else _env_int("LOBWIFE_MAX_CONCURRENT_RUNS", 16, 1, 1024)
+    )
+    if not 1 <= max_runs <= 1024:
+        raise ConfigError(f"max concurrent runs must be between 1 and 1024, got {max_runs}")
     return Config(
+        jobs_file=jobs_file,
+        max_concurrent_runs=max_runs,
         state_dir=(state_dir or default_state_dir()).expanduser(),
         host=args.host or env.get("LOBWIFE_HOST") or "127.0.0.1",
         grpc_port=args.grpc_port if args.grpc_port is not None else _env_int("LOBWIFE_GRPC_PORT", 50051, 0, 65535),

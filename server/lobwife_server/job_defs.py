@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from google.protobuf import duration_pb2
 
 from lobwife.v1 import jobs_pb2
+from lobwife_server import schedules
 from lobwife_server.errors import ApiError, invalid_argument
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -36,6 +37,9 @@ JITTER_DEFAULT = 0.1
 START_JITTER_MAX = 3600.0
 CATCH_UP_WINDOW_DEFAULT, CATCH_UP_WINDOW_MAX = 3600.0, 7 * 86400.0
 INTERVAL_MIN, INTERVAL_MAX = 1.0, 366 * 86400.0
+
+#: Intervals count from a fixed epoch, so restarts and edits never shift their slots.
+INTERVAL_ANCHOR = datetime(2000, 1, 1, tzinfo=UTC)
 
 CONCURRENCY = {1: "forbid", 2: "allow", 3: "replace"}
 CATCH_UP = {1: "skip", 2: "once", 3: "all"}
@@ -146,6 +150,11 @@ def validate(job: jobs_pb2.Job, prefix: str = "job", *, source: str = "api") -> 
         ZoneInfo(zone)
     except (ZoneInfoNotFoundError, ValueError):
         raise invalid_argument(f("time_zone"), f"unknown time zone {zone[:64]!r}") from None
+    # The schedule's own rules (cron fields, ranges, a cron that can never fire) are
+    # checked here too, so a bad definition is refused when it is given.
+    schedules.parse(
+        cron=cron, interval_seconds=interval, run_at=run_at, time_zone=zone, anchor=INTERVAL_ANCHOR, prefix=prefix
+    )
 
     timeout = _duration(job.timeout) if job.HasField("timeout") else TIMEOUT_DEFAULT
     _bounded(f("timeout"), timeout, TIMEOUT_MIN, TIMEOUT_MAX)

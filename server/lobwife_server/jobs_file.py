@@ -198,7 +198,10 @@ def to_job(name: str, spec: dict[str, Any], base_dir: Path) -> jobs_pb2.Job:
     return job
 
 
-def load(path: Path) -> list[job_defs.JobDef]:
+RESERVED_PREFIX = "lobwife-"  # built-in maintenance jobs
+
+
+def load(path: Path) -> list[tuple[jobs_pb2.Job, job_defs.JobDef]]:
     """Read, parse and validate the whole file; all or nothing."""
     try:
         raw = path.read_bytes()
@@ -220,13 +223,16 @@ def load(path: Path) -> list[job_defs.JobDef]:
         raise JobsFileError(f"{path}: `jobs` must be a table of [jobs.NAME] tables")
     if len(jobs) > MAX_JOBS:
         raise JobsFileError(f"{path}: more than {MAX_JOBS} jobs")
-    out: list[job_defs.JobDef] = []
+    out: list[tuple[jobs_pb2.Job, job_defs.JobDef]] = []
     for name, spec in jobs.items():
         if not isinstance(spec, dict):
             raise JobsFileError(f"{path}: jobs.{name} must be a table")
+        if name.startswith(RESERVED_PREFIX):
+            raise JobsFileError(f"{path}: jobs.{name}: names starting with {RESERVED_PREFIX!r} are reserved")
         try:
             job_defs.check_name(name, f"jobs.{name[:40]}")
-            out.append(job_defs.validate(to_job(name, spec, path.parent), f"jobs.{name}", source="file"))
+            job = to_job(name, spec, path.parent)
+            out.append((job, job_defs.validate(job, f"jobs.{name}", source="file")))
         except ApiError as e:
             raise JobsFileError(f"{path}: {e.message}") from None
         except JobsFileError as e:

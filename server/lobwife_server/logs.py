@@ -38,3 +38,5 @@ def setup(level: str, fmt: str) -> None:
     root.setLevel(level.upper())
     # aiohttp's access log is one line per request: too chatty at info.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # APScheduler logs every timer at info; lobwife logs what matters about each run itself.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from lobwife.v1 import broker_pb2, system_pb2
 from lobwife_server import __version__, task_store
@@ -12,15 +13,16 @@ from lobwife_server.storage import Database
 
 
 class SystemService:
-    def __init__(self, db: Database, started: float) -> None:
+    def __init__(self, db: Database, started: float, jobs_running: Callable[[], int] = lambda: 0) -> None:
         self.db = db
         self.started = started
+        self.jobs_running = jobs_running
 
     async def GetHealth(self, req: system_pb2.GetHealthRequest, ctx: CallContext) -> system_pb2.GetHealthResponse:
         resp = system_pb2.GetHealthResponse(
             status="ok",
             uptime=round(time.monotonic() - self.started, 3),
-            jobs_running=0,  # the scheduler is not built yet
+            jobs_running=self.jobs_running(),
             broker=broker_pb2.BrokerSummary(enabled=False),
             version=__version__,
         )
