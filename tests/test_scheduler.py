@@ -368,3 +368,65 @@ def test_bad_names_are_refused_by_the_api(tmp_path: Path, stop_after: list[Serve
     assert r.status == 400 and "time_zone" in r.json["error"]
     assert "ok" not in curl("GET", srv.http_url + "/api/jobs").json
     _ = (os, signal)
+
+
+def test_run_on_startup_and_the_global_bound(tmp_path: Path) -> None:
+    toml = """
+[jobs.boot]
+command = ["echo", "booted"]
+every = "1h"
+run_on_startup = true
+""" + "".join(
+        f"""
+[jobs.busy{i}]
+command = ["sleep", "1.5"]
+every = "1h"
+"""
+        for i in range(5)
+    )
+    path = tmp_path / "jobs.toml"
+    path.write_text(toml)
+    srv = start_server(tmp_path / "state", "--jobs", str(path), "--max-concurrent-runs", "2")
+    try:
+        boot = wait_for(lambda: [r for r in runs(srv, "boot") if r["status"] == "success"])
+        assert boot[0]["trigger"] == "startup" and "booted" in boot[0]["output"]
+        for i in range(5):
+            assert curl("POST", srv.http_url + f"/api/jobs/busy{i}/trigger").status == 200
+        peak = 0
+        deadline = time.monotonic() + 12
+        while time.monotonic() < deadline:
+            states = [r["status"] for i in range(5) for r in runs(srv, f"busy{i}")]
+            peak = max(peak, states.count("running"))
+            if states.count("success") == 5:
+                break
+            time.sleep(0.05)
+        assert states.count("success") == 5 and peak == 2, (states, peak)
+    finally:
+        srv.terminate()
+
+
+def test_watch_runs_over_http_streams_state_and_output(tmp_path: Path, stop_after: list[ServerProcess]) -> None:
+    import json
+    import subprocess
+    import threading
+
+    srv = jobs_server(tmp_path, '[jobs.talk]\ncommand = ["sh", "-c", "echo one; sleep 0.5; echo two"]\nevery = "1h"\n')
+    stop_after.append(srv)
+    lines: list[str] = []
+    proc = subprocess.Popen(
+        ["curl", "-sN", "--max-time", "6", srv.http_url + "/api/v1/runs:watch?name=talk&include_output=true"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or []))
+    reader.start()
+    time.sleep(0.5)
+    curl("POST", srv.http_url + "/api/jobs/talk/trigger")
+    wait_for(lambda: [r for r in runs(srv, "talk") if r["status"] == "success"])
+    proc.wait(timeout=10)
+    reader.join(5)
+    msgs = [json.loads(line) for line in lines if line.strip()]
+    states = [m["run"]["status"] for m in msgs if not m["output_chunk"]]
+    output = "".join(m["output_chunk"] for m in msgs)
+    assert states[0] == "running" and states[-1] == "success"
+    assert "one" in output and "two" in output and output.index("one") < output.index("two")
