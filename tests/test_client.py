@@ -24,7 +24,7 @@ from typing import Any
 import grpc
 import grpc.aio
 import pytest
-from google.protobuf import any_pb2, message, timestamp_pb2
+from google.protobuf import any_pb2, duration_pb2, message, timestamp_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -34,13 +34,17 @@ from lobwife.client import (
     Client,
     FieldViolation,
     LobwifeError,
+    _create_job_request,
+    _update_job_request,
     channel_options,
+    parse_enum,
     parse_status,
     service_config,
     status_name,
+    to_duration,
     to_timestamp,
 )
-from lobwife.v1 import tasks_pb2, tasks_pb2_grpc
+from lobwife.v1 import jobs_pb2, tasks_pb2, tasks_pb2_grpc
 from tests.conftest import ServerProcess, free_port, start_server
 
 S = tasks_pb2.TaskStatus
@@ -765,3 +769,357 @@ def test_e2e_retry_covers_a_server_starting_up(tmp_path: Path) -> None:
             assert [t.name for t in c.iter_tasks()] == ["made while starting"]
     finally:
         srv.terminate()
+
+
+# --- cron jobs: request building --------------------------------------------------------
+
+J = jobs_pb2
+
+
+def test_parse_enum_takes_numbers_short_and_full_names() -> None:
+    concurrency = J.ConcurrencyPolicy.DESCRIPTOR
+    assert parse_enum(concurrency, "forbid", "concurrency") == J.CONCURRENCY_POLICY_FORBID
+    assert parse_enum(concurrency, " Replace ", "concurrency") == J.CONCURRENCY_POLICY_REPLACE
+    assert parse_enum(concurrency, "CONCURRENCY_POLICY_ALLOW", "concurrency") == J.CONCURRENCY_POLICY_ALLOW
+    assert parse_enum(J.CatchUpPolicy.DESCRIPTOR, 3, "catch_up") == J.CATCH_UP_POLICY_ALL
+    with pytest.raises(ValueError, match=r"concurrency: unknown value 'sometimes' \(one of forbid, allow, replace\)"):
+        parse_enum(concurrency, "sometimes", "concurrency")
+    with pytest.raises(ValueError, match="catch_up"):
+        parse_enum(J.CatchUpPolicy.DESCRIPTOR, "unspecified", "catch_up")
+    with pytest.raises(ValueError, match="9"):
+        parse_enum(concurrency, 9, "concurrency")
+    with pytest.raises(TypeError):
+        parse_enum(concurrency, True, "concurrency")
+
+
+def test_to_duration() -> None:
+    assert to_duration(90).ToTimedelta() == timedelta(seconds=90)
+    assert to_duration(0.25).ToNanoseconds() == 250_000_000
+    assert to_duration(timedelta(minutes=2)).seconds == 120
+    d = duration_pb2.Duration(seconds=5)
+    assert to_duration(d) is d
+    with pytest.raises(TypeError, match="run_timeout"):
+        to_duration("10s", "run_timeout")  # type: ignore[arg-type]
+
+
+def test_create_job_request_from_fields() -> None:
+    req = _create_job_request(
+        "nightly",
+        None,
+        None,
+        {
+            "command": ["backup.sh", "--all"],
+            "cron": "0 3 * * *",
+            "time_zone": "Europe/Berlin",
+            "run_timeout": 600,
+            "concurrency": "replace",
+            "catch_up": "all",
+            "catch_up_window": timedelta(hours=2),
+            "retry": {"max_retries": 2, "initial_backoff": 5, "multiplier": 3.0},
+            "env": {"LEVEL": "info"},
+            "run_at": None,  # None in a create: left unset
+        },
+    )
+    job = req.job
+    assert uuid.UUID(req.request_id).version == 4
+    assert (job.name, list(job.command), job.cron, job.time_zone) == (
+        "nightly",
+        ["backup.sh", "--all"],
+        "0 3 * * *",
+        "Europe/Berlin",
+    )
+    assert job.enabled is True  # the default, as in the jobs file
+    assert job.timeout.seconds == 600 and job.catch_up_window.seconds == 7200
+    assert (job.concurrency, job.catch_up) == (J.CONCURRENCY_POLICY_REPLACE, J.CATCH_UP_POLICY_ALL)
+    assert (job.retry.max_retries, job.retry.initial_backoff.seconds, job.retry.multiplier) == (2, 5, 3.0)
+    assert dict(job.env) == {"LEVEL": "info"} and job.WhichOneof("trigger") == "cron"
+    assert _create_job_request(None, "x", "rid", {"enabled": False, "interval": 30}).job.enabled is False
+    assert _create_job_request(None, "x", "rid", {}).request_id == "rid"
+
+
+def test_create_job_request_from_a_message_is_sent_as_is() -> None:
+    message = J.Job(name="m", command=["true"], cron="* * * * *")
+    assert _create_job_request(message, None, None, {}).job == message
+    with pytest.raises(TypeError, match="not both"):
+        _create_job_request(message, None, None, {"cron": "* * * * *"})
+
+
+@pytest.mark.parametrize(
+    ("job", "name", "fields", "error", "match"),
+    [
+        (None, None, {}, ValueError, "name is required"),
+        ("a", "b", {}, TypeError, "given twice"),
+        ("a", None, {"colour": "red"}, TypeError, "unexpected field.*colour"),
+        ("a", None, {"cron": "* * * * *", "interval": 5}, ValueError, "only one schedule, not cron and interval"),
+        ("a", None, {"command": "echo hi"}, TypeError, "command must be a list"),
+        ("a", None, {"concurrency": "nope"}, ValueError, "concurrency: unknown value"),
+        ("a", None, {"retry": {"tries": 2}}, TypeError, "retry: unknown field.*tries"),
+    ],
+)
+def test_create_job_request_rejects_bad_arguments(
+    job: str | None, name: str | None, fields: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        _create_job_request(job, name, None, fields)
+
+
+def test_update_job_mask_names_exactly_the_given_fields() -> None:
+    req = _update_job_request("nightly", None, {"description": "new", "working_dir": None, "run_timeout": 30})
+    assert list(req.update_mask.paths) == ["description", "working_dir", "timeout"]
+    assert req.job.name == "nightly" and req.job.description == "new" and req.job.timeout.seconds == 30
+    assert not req.job.working_dir  # masked and unset: cleared
+    assert not req.job.enabled  # not defaulted in an update: not in the mask either
+    req = _update_job_request("n", None, {"enabled": False})
+    assert list(req.update_mask.paths) == ["enabled"]
+
+    message = J.Job(name="n", description="d", cron="0 * * * *")
+    req = _update_job_request(message, ["description"], {})
+    assert req.job == message and list(req.update_mask.paths) == ["description"]
+    assert not _update_job_request(message, None, {}).HasField("update_mask")  # the server uses the set fields
+    with pytest.raises(ValueError, match="at least one"):
+        _update_job_request("n", None, {})
+    with pytest.raises(TypeError, match="update_mask goes with a Job message"):
+        _update_job_request("n", ["description"], {"description": "x"})
+    with pytest.raises(TypeError, match="not both"):
+        _update_job_request(message, None, {"description": "x"})
+
+
+# --- cron jobs: end to end against the real server -----------------------------------------
+
+JOBS_TOML = """
+[jobs.hello]
+description = "says two things"
+command = ["sh", "-c", "echo one; sleep 0.5; echo two"]
+schedule = "0 9 * * 1-5"
+time_zone = "Europe/Berlin"
+
+[jobs.tick]
+command = ["sh", "-c", "echo tick"]
+schedule = "* * * * * *"
+"""
+
+
+@pytest.fixture(scope="module")
+def jobs_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    root = tmp_path_factory.mktemp("jobs")
+    (root / "jobs.toml").write_text(JOBS_TOML)
+    srv = start_server(root / "state", "--jobs", str(root / "jobs.toml"))
+    yield srv
+    if srv.proc.poll() is None:
+        srv.terminate()
+
+
+@pytest.fixture
+def jw(jobs_srv: ServerProcess) -> Iterator[Client]:
+    with Client(jobs_srv.grpc_addr, timeout=10) as c:
+        yield c
+
+
+def wait_run(lw: Client, name: str, run_id: int, timeout: float = 10) -> J.JobRun:
+    """The run once it is over (polled: a bounded wait, not a sleep)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = lw.get_run(name, run_id)
+        if run.status not in (J.RUN_STATUS_PENDING, J.RUN_STATUS_RUNNING) or time.monotonic() > deadline:
+            return run
+        time.sleep(0.05)
+
+
+def test_e2e_jobs_list_get_status(jw: Client) -> None:
+    names = [j.name for j in jw.iter_jobs()]
+    assert names == sorted(names) and {"hello", "tick", "lobwife-backup"} <= set(names)
+    page = jw.list_jobs(page_size=2)
+    assert isinstance(page, J.ListJobsResponse) and len(page.jobs) == 2 and page.next_page_token
+    assert [j.name for j in jw.iter_jobs(page_size=2)] == names
+
+    hello = jw.get_job("hello", next_runs=3)
+    assert isinstance(hello, J.Job)
+    assert (hello.source, hello.time_zone, hello.schedule) == (J.JOB_SOURCE_FILE, "Europe/Berlin", "0 9 * * 1-5")
+    assert len(hello.next_runs) == 3 and hello.next_runs[0] == hello.next_run
+    assert len(jw.get_job("hello").next_runs) == 5  # the server's default preview
+
+    status = jw.status()
+    assert status.status == "ok" and status.jobs["hello"].schedule == "0 9 * * 1-5"
+    with pytest.raises(LobwifeError) as info:
+        jw.get_job("nope")
+    assert str(info.value) == "NOT_FOUND: Unknown job: nope"
+    with pytest.raises(LobwifeError) as info:
+        jw.get_job("hello", next_runs=101)
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in info.value.field_violations] == ["next_runs_count"]
+
+
+def test_e2e_watch_runs_sees_state_changes_and_live_output(jw: Client) -> None:
+    """A manual run of `echo one; sleep 0.5; echo two`: running, "one", "two", success."""
+    stream = jw.watch_runs(include_output=True, timeout=20)
+    try:
+        # The watch only shows what happens after it is subscribed: `tick` (every
+        # second) proves it is, before the run under test starts.
+        assert next(stream).run.job_name == "tick"
+        run = jw.trigger_job("hello")
+        assert isinstance(run, J.JobRun)
+        assert (run.job_name, run.trigger, run.status, run.attempt) == (
+            "hello",
+            J.RUN_TRIGGER_MANUAL,
+            J.RUN_STATUS_PENDING,
+            1,
+        )
+        with pytest.raises(LobwifeError) as info:
+            jw.trigger_job("hello")  # forbid: one run at a time
+        assert str(info.value) == "FAILED_PRECONDITION: Job hello is already running"
+        assert info.value.reason == "JOB_RUNNING"
+        seen: list[tuple[int, str]] = []
+        for msg in stream:
+            if msg.run.job_name != "hello":
+                continue
+            assert msg.run.run_id == run.run_id
+            seen.append((msg.run.status, msg.output_chunk))
+            if msg.run.status == J.RUN_STATUS_SUCCESS:
+                assert msg.run.exit_code == 0 and msg.run.duration >= 0.5
+                break
+    finally:
+        stream.close()
+    assert seen == [
+        (J.RUN_STATUS_RUNNING, ""),
+        (J.RUN_STATUS_RUNNING, "one\n"),
+        (J.RUN_STATUS_RUNNING, "two\n"),
+        (J.RUN_STATUS_SUCCESS, ""),
+    ]
+    stored = jw.get_run("hello", run.run_id)
+    assert stored.output == "one\ntwo\n" and stored.status == J.RUN_STATUS_SUCCESS
+    assert jw.list_runs("hello").runs[0] == stored
+
+
+def test_e2e_watch_runs_of_one_job(jw: Client) -> None:
+    stream = jw.watch_runs(name="tick", timeout=10)
+    try:
+        got = [next(stream) for _ in range(2)]
+    finally:
+        stream.close()
+    assert {m.run.job_name for m in got} == {"tick"} and not any(m.output_chunk for m in got)
+    with pytest.raises(LobwifeError) as info:
+        next(jw.watch_runs(name="nope", timeout=5))
+    assert info.value.code == grpc.StatusCode.NOT_FOUND
+
+
+def test_e2e_runs_pages_and_errors(jw: Client) -> None:
+    deadline = time.monotonic() + 10
+    while len(jw.list_runs("tick", page_size=3).runs) < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    page = jw.list_runs("tick", page_size=2)
+    assert len(page.runs) == 2 and page.next_page_token
+    assert page.runs[0].run_id > page.runs[1].run_id  # newest first
+    everything = list(jw.iter_runs("tick", page_size=2))
+    assert [r.run_id for r in everything[:2]] == [r.run_id for r in page.runs]
+    assert len({r.run_id for r in everything}) == len(everything) >= 3
+    with pytest.raises(LobwifeError) as info:
+        jw.get_run("hello", page.runs[0].run_id)  # a run of another job
+    assert info.value.code == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(LobwifeError) as info:
+        jw.list_runs("nope")
+    assert info.value.code == grpc.StatusCode.NOT_FOUND
+
+
+def test_e2e_enable_disable(jw: Client) -> None:
+    job = jw.disable_job("hello")
+    assert not job.enabled and not job.HasField("next_run")
+    assert len(jw.get_job("hello").next_runs) == 0
+    job = jw.enable_job("hello")
+    assert job.enabled and job.HasField("next_run")
+
+
+def test_e2e_create_update_delete_api_job(jw: Client, tmp_path: Path) -> None:
+    job = jw.create_job(
+        "api-job",
+        description="made by a test",
+        command=["sh", "-c", "echo $GREETING from $PWD"],
+        env={"GREETING": "hi"},
+        working_dir=str(tmp_path),
+        cron="0 3 * * *",
+        time_zone="Europe/Berlin",
+        run_timeout=60,
+        concurrency="allow",
+        retry={"max_retries": 1, "initial_backoff": 2},
+    )
+    assert (job.source, job.enabled, job.concurrency) == (J.JOB_SOURCE_API, True, J.CONCURRENCY_POLICY_ALLOW)
+    assert job.timeout.seconds == 60 and job.retry.max_retries == 1 and job.retry.initial_backoff.seconds == 2
+    with pytest.raises(LobwifeError) as info:
+        jw.create_job("api-job", command=["true"], cron="0 3 * * *")
+    assert info.value.code == grpc.StatusCode.ALREADY_EXISTS
+    with pytest.raises(LobwifeError) as info:
+        jw.create_job("bad-zone", command=["true"], cron="0 3 * * *", time_zone="Mars/Olympus")
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "time_zone" in " ".join(v.field for v in info.value.field_violations)
+
+    updated = jw.update_job("api-job", interval=3600, working_dir=None, description="changed")
+    assert updated.WhichOneof("trigger") == "interval" and updated.schedule == "every 3600s"
+    assert updated.description == "changed" and not updated.working_dir
+    assert dict(updated.env) == {"GREETING": "hi"}  # not in the mask: untouched
+    msg = J.Job(name="api-job", description="from a message", run_on_startup=True)
+    assert jw.update_job(msg, update_mask=["description"]).run_on_startup is False
+
+    run = wait_run(jw, "api-job", jw.trigger_job("api-job").run_id)
+    assert run.status == J.RUN_STATUS_SUCCESS and run.output.startswith("hi from /")
+
+    with pytest.raises(LobwifeError) as info:
+        jw.update_job("hello", description="x")
+    assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION and info.value.reason == "JOB_NOT_API_OWNED"
+    with pytest.raises(LobwifeError) as info:
+        jw.delete_job("hello")
+    assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION
+
+    jw.delete_job("api-job")
+    assert "api-job" not in [j.name for j in jw.iter_jobs()]
+    with pytest.raises(LobwifeError) as info:
+        jw.get_job("api-job")
+    assert info.value.code == grpc.StatusCode.NOT_FOUND
+
+
+async def test_e2e_async_jobs(jobs_srv: ServerProcess) -> None:
+    async with AsyncClient(jobs_srv.grpc_addr, timeout=10) as c:
+        names = [j.name async for j in c.iter_jobs(page_size=2)]
+        assert names == [j.name for j in (await c.list_jobs()).jobs]
+        assert (await c.get_job("hello", next_runs=2)).next_runs[1].seconds > 0
+        assert (await c.status()).jobs["tick"].enabled
+
+        created = await c.create_job(name="async-job", command=["sh", "-c", "echo async"], interval=3600)
+        assert created.source == J.JOB_SOURCE_API
+        assert (await c.update_job("async-job", description="d")).description == "d"
+        assert not (await c.disable_job("async-job")).enabled
+        assert (await c.enable_job("async-job")).enabled
+
+        watch = c.watch_runs(name="async-job", include_output=True, timeout=20)
+        first = asyncio.ensure_future(anext(watch))
+        # Subscribed once a run shows up: trigger until one does (each run is short).
+        run_ids: set[int] = set()
+        for _ in range(50):
+            try:
+                run_ids.add((await c.trigger_job("async-job")).run_id)
+            except LobwifeError as e:
+                assert e.code == grpc.StatusCode.FAILED_PRECONDITION  # the previous run is still going
+            done, _ = await asyncio.wait({first}, timeout=0.2)
+            if done:
+                break
+        msg = await asyncio.wait_for(first, 5)
+        assert msg.run.job_name == "async-job" and msg.run.run_id in run_ids
+        async with asyncio.timeout(10):
+            async for msg in watch:
+                if msg.output_chunk:
+                    assert msg.output_chunk == "async\n"
+                if msg.run.status == J.RUN_STATUS_SUCCESS:
+                    break
+        await watch.aclose()
+
+        last = max(run_ids)
+        for _ in range(100):
+            run = await c.get_run("async-job", last)
+            if run.status == J.RUN_STATUS_SUCCESS:
+                break
+            await asyncio.sleep(0.05)
+        assert run.output == "async\n"
+        assert [r.run_id async for r in c.iter_runs("async-job", page_size=1)] == sorted(run_ids, reverse=True)
+        assert (await c.list_runs("async-job", page_size=1)).next_page_token or len(run_ids) == 1
+        await c.delete_job("async-job")
+        with pytest.raises(LobwifeError) as info:
+            await c.trigger_job("async-job")
+        assert info.value.code == grpc.StatusCode.NOT_FOUND

@@ -641,3 +641,66 @@ def test_decode_errors() -> None:
 
 
 # --------------------------------------------------------------------------- speed
+
+
+# --------------------------------------------------------------------------- output from wire form (WireMessage)
+
+
+def _wire_tasks() -> list[tasks_pb2.Task]:
+    out = []
+    for n in range(1, 6):
+        t = tasks_pb2.Task(id=n, task_id=f"T{n}", name=f"task {n}", status=tasks_pb2.TASK_STATUS_QUEUED, repos=["o/r"])
+        t.created_at.seconds = 1_700_000_000 + n
+        t.updated_at.FromMicroseconds(1_700_000_000_123_456 + n)
+        out.append(t)
+    return out
+
+
+def test_wire_json_spells_what_the_message_would() -> None:
+    from lobwife_server.rpc import WireMessage
+
+    tasks = _wire_tasks()
+    full = tasks_pb2.ListTasksResponse(tasks=tasks, next_page_token="tok")
+    wire = WireMessage(
+        tasks_pb2.ListTasksResponse(next_page_token="tok"), {"tasks": [t.SerializeToString() for t in tasks]}
+    )
+    for _ in range(2):  # a miss, then hits from the fragment cache
+        assert codec.wire_json(wire.base, wire.parts) == codec.encode(codec.to_json_obj(full))
+        assert codec.wire_json(wire.base, wire.parts, "tasks") == codec.encode(codec.field_to_json(full, "tasks"))
+        assert codec.wire_json(wire.base, wire.parts, "next_page_token") == b'"tok"'
+    # The gRPC side: the bytes parse as the message they stand for.
+    assert tasks_pb2.ListTasksResponse.FromString(wire.SerializeToString()) == full
+    assert wire.to_message() == full
+    empty = WireMessage(tasks_pb2.ListTasksResponse(), {"tasks": []})
+    assert codec.wire_json(empty.base, empty.parts, "tasks") == b"[]"
+    assert empty.to_message() == tasks_pb2.ListTasksResponse()
+
+
+def test_wire_json_singular_part() -> None:
+    from lobwife_server.rpc import WireMessage
+
+    task = _wire_tasks()[0]
+    full = tasks_pb2.GetTaskResponse(task=task)
+    wire = WireMessage(tasks_pb2.GetTaskResponse(), {"task": task.SerializeToString()})
+    assert codec.wire_json(wire.base, wire.parts, "task") == codec.encode(codec.field_to_json(full, "task"))
+    assert codec.wire_json(wire.base, wire.parts) == codec.encode(codec.to_json_obj(full))
+    assert wire.to_message() == full
+
+
+def test_fragment_cache_is_content_addressed_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A changed message has other bytes, so it can never be answered with an old JSON; and the cache stays bounded."""
+    monkeypatch.setattr(codec, "FRAGMENT_CACHE_ENTRIES", 3)
+    fd = tasks_pb2.ListTasksResponse.DESCRIPTOR.fields_by_name["tasks"]
+    frags = codec._fragments_for(fd)
+    frags.items.clear()
+    frags.size = 0
+    base = tasks_pb2.ListTasksResponse()
+    task = _wire_tasks()[0]
+    before = codec.wire_json(base, {"tasks": [task.SerializeToString()]}, "tasks")
+    task.name = "renamed"
+    after = codec.wire_json(base, {"tasks": [task.SerializeToString()]}, "tasks")
+    assert b'"name":"renamed"' in after and after != before
+    for t in _wire_tasks():
+        codec.wire_json(base, {"tasks": [t.SerializeToString()]}, "tasks")
+    assert len(frags.items) <= 3
+    assert frags.size == sum(len(k) + len(v) for k, v in frags.items.items())

@@ -50,3 +50,17 @@ def test_reads_keep_hot_tasks_cached_under_write_churn() -> None:
         cache.put(task(n))
     assert cache.get(1) == task(1)
     assert cache.peek_version(1, 1_000_000) == task(1) and cache.peek_version(1, 5) is None
+
+
+def test_serialized_form_matches_each_version() -> None:
+    cache = TaskCache(capacity=10)
+    cache.put(task(1, version=1))
+    assert cache.get_bytes(1) == task(1, version=1).SerializeToString()
+    cache.put(task(1, version=2))
+    data = cache.peek_bytes(1, 2_000_000)
+    assert data is not None and tasks_pb2.Task.FromString(data) == task(1, version=2)
+    assert cache.peek_bytes(1, 1_000_000) is None  # an older version is never handed out
+    assert cache.get_bytes(2) is None
+    mark = cache.mark()
+    cache.fill(task(2), mark)
+    assert cache.get_bytes(2) == task(2).SerializeToString()

@@ -38,6 +38,19 @@ def violations(err: grpc.RpcError) -> list[str]:
     return fields
 
 
+def add_events(stub: tasks_pb2_grpc.TaskServiceStub, task_id: str, n: int, wave: int = 100) -> None:
+    """n events, at most ``wave`` calls in flight (thousands at once overrun the client's channel)."""
+    for start in range(0, n, wave):
+        futures = [
+            stub.CreateTaskEvent.future(
+                tasks_pb2.CreateTaskEventRequest(task_id=task_id, event_type=f"e{i}"), timeout=30
+            )
+            for i in range(start, min(n, start + wave))
+        ]
+        for f in futures:
+            f.result()
+
+
 def create(stub: tasks_pb2_grpc.TaskServiceStub, name: str = "t", **kw: object) -> tasks_pb2.Task:
     return stub.CreateTask(tasks_pb2.CreateTaskRequest(name=name, **kw), timeout=5).task  # type: ignore[arg-type]
 
@@ -206,12 +219,7 @@ def test_cancel_is_soft_and_final(stub: tasks_pb2_grpc.TaskServiceStub) -> None:
 
 def test_events_page_and_bound(stub: tasks_pb2_grpc.TaskServiceStub) -> None:
     create(stub, "chatty")
-    futures = [
-        stub.CreateTaskEvent.future(tasks_pb2.CreateTaskEventRequest(task_id="1", event_type=f"e{i}"), timeout=30)
-        for i in range(1200)
-    ]
-    for f in futures:
-        f.result()
+    add_events(stub, "1", 1200)
     stub.CreateTaskEvent(tasks_pb2.CreateTaskEventRequest(task_id="1", event_type="last", detail="d"), timeout=30)
     page = stub.ListTaskEvents(tasks_pb2.ListTaskEventsRequest(task_id="1", page_size=5000), timeout=5)
     assert len(page.events) == 1000 and page.next_page_token
@@ -299,12 +307,7 @@ def test_watch_streams_changes_and_resumes_without_gaps(stub: tasks_pb2_grpc.Tas
 def test_watch_replays_many_changes_in_order(stub: tasks_pb2_grpc.TaskServiceStub) -> None:
     """A consumer that resumes from an old cursor gets everything, across replay pages."""
     create(stub, "x")
-    futures = [
-        stub.CreateTaskEvent.future(tasks_pb2.CreateTaskEventRequest(task_id="1", event_type=f"e{i}"), timeout=30)
-        for i in range(1100)
-    ]
-    for f in futures:
-        f.result()
+    add_events(stub, "1", 1100)
     got: list[tasks_pb2.WatchTasksResponse] = []
     stream = stub.WatchTasks(tasks_pb2.WatchTasksRequest(after_cursor=1), timeout=30)
     _collect(stream, got, 1100)

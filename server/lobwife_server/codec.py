@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 import grpc
 import orjson
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import message_factory
 from google.protobuf.message import Message
 
 from lobwife_server.errors import ApiError, invalid_argument
@@ -45,6 +46,7 @@ __all__ = [
     "from_json_obj",
     "merge_json_obj",
     "to_json_obj",
+    "wire_json",
 ]
 
 FD = _descriptor.FieldDescriptor
@@ -390,6 +392,90 @@ def field_to_json(msg: Message, name: str) -> Any:
     if not fd.is_repeated and fd.has_presence and not msg.HasField(name):
         return None
     return value if f is None else f(value)
+
+
+# --------------------------------------------------------------------------- output from wire form
+
+#: Bounds of each message type's cache of JSON fragments (see :func:`wire_json`).
+FRAGMENT_CACHE_ENTRIES = 20_000
+FRAGMENT_CACHE_BYTES = 32 << 20
+
+
+class _Fragments:
+    """Serialized message -> its JSON, for one message type.
+
+    Content-addressed: the key is the message's complete wire form, and the JSON
+    is a function of it alone, so an entry can never be stale; an updated
+    message has other bytes and so another entry. Bounded in entries and bytes,
+    the oldest entry going first. Keys are usually the very bytes objects a
+    cache of serialized messages hands out again and again, whose hash Python
+    keeps, so a hit costs one dict lookup.
+    """
+
+    __slots__ = ("conv", "items", "msg_class", "size")
+
+    def __init__(self, desc: Descriptor) -> None:
+        self.msg_class: Any = message_factory.GetMessageClass(desc)
+        self.conv: _OutConv = _wkt_message_conv(desc)
+        self.items: dict[bytes, bytes] = {}
+        self.size = 0
+
+    def json(self, data: bytes) -> bytes:
+        hit = self.items.get(data)
+        if hit is not None:
+            return hit
+        text = orjson.dumps(self.conv(self.msg_class.FromString(data)))
+        items = self.items
+        self.size += len(data) + len(text)
+        while items and (len(items) >= FRAGMENT_CACHE_ENTRIES or self.size > FRAGMENT_CACHE_BYTES):
+            old_key = next(iter(items))
+            self.size -= len(old_key) + len(items.pop(old_key))
+        items[data] = text
+        return text
+
+
+_fragments: dict[Any, _Fragments] = {}
+
+
+def _fragments_for(fd: FD) -> _Fragments:
+    md = _message_type(fd)
+    f = _fragments.get(md)
+    if f is None:
+        if _is_map(fd):
+            raise TypeError(f"{fd.full_name} is a map field, not a message field")
+        f = _fragments[md] = _Fragments(md)
+    return f
+
+
+def _part_json(fd: FD, value: bytes | Sequence[bytes]) -> bytes:
+    frags = _fragments_for(fd)
+    if isinstance(value, bytes):
+        return frags.json(value)
+    get = frags.items.get
+    return b"[" + b",".join([get(v) or frags.json(v) for v in value]) + b"]"
+
+
+def wire_json(base: Message, parts: Mapping[str, bytes | Sequence[bytes]], field: str = "") -> bytes:
+    """The JSON document (bytes) of a message given as ``base`` plus message-typed
+    fields in wire form (``parts``: field name -> serialized value, or values of a
+    repeated field), exactly as :func:`encode` of :func:`to_json_obj` of the whole
+    message would spell it; with ``field``, only that field, as
+    :func:`field_to_json` would. Each part is rendered through a bounded,
+    content-addressed cache of JSON fragments, so a repeated element costs a
+    lookup instead of a conversion."""
+    desc: Any = base.DESCRIPTOR
+    plan = _out_plans.get(desc)
+    if plan is None:
+        plan = _build_out_plan(desc)
+    if field:
+        value = parts.get(field)
+        if value is not None:
+            return _part_json(plan.by_name[field], value)
+        return encode(field_to_json(base, field))
+    obj = to_json_obj(base)
+    for name, value in parts.items():
+        obj[name] = orjson.Fragment(_part_json(plan.by_name[name], value))
+    return encode(obj)
 
 
 # --------------------------------------------------------------------------- input: scalar parsers

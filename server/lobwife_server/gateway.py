@@ -35,7 +35,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from lobwife.v1 import annotations_pb2
 from lobwife_server import codec, metrics
 from lobwife_server.errors import HTTP_STATUS, ApiError, invalid_argument
-from lobwife_server.rpc import CallContext, Dispatcher, MethodInfo
+from lobwife_server.rpc import CallContext, Dispatcher, MethodInfo, WireMessage
 
 log = logging.getLogger("lobwife.gateway")
 
@@ -516,7 +516,11 @@ class _Binding:
         try:
             req = await self.build_request(request, parts)
             resp = await self.dispatcher.unary(self.method, req, self._ctx(request))
-            return web.Response(body=codec.encode(self.render(resp)), status=self.status, headers=_JSON_HEADERS)
+            if isinstance(resp, WireMessage):
+                body = codec.wire_json(resp.base, resp.parts, self.response_body)
+            else:
+                body = codec.encode(self.render(resp))
+            return web.Response(body=body, status=self.status, headers=_JSON_HEADERS)
         except ApiError as e:
             return _error_response(e)
         except _BodyTooLarge:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -89,7 +89,85 @@ class MethodInfo:
     impl: Callable[..., Any] | None
 
 
-UnaryImpl = Callable[[Any, CallContext], Awaitable[message.Message]]
+class WireMessage:
+    """A response message whose message-typed fields are given already serialized.
+
+    A handler that keeps messages in wire form (the task cache keeps each task's
+    serialized bytes) returns this instead of copying those messages into a fresh
+    response only for the transport to serialize them again. Both transports take
+    it wherever a handler may return a message:
+
+    - gRPC sends ``base``'s encoding followed by each part framed as its field.
+      Concatenated encodings of a message parse as their merge, so a peer reads one
+      ordinary message (``base`` must leave the parts' fields unset).
+    - The HTTP gateway renders each part's JSON from its bytes through the codec's
+      content-addressed cache (:func:`codec.wire_json`), so an element seen before
+      costs a dict lookup instead of a conversion.
+
+    ``parts`` maps the name of a message-typed field of ``base`` to the serialized
+    value (a singular field) or values (a repeated field).
+    """
+
+    __slots__ = ("base", "parts")
+
+    def __init__(self, base: message.Message, parts: Mapping[str, bytes | Sequence[bytes]]) -> None:
+        self.base = base
+        self.parts = parts
+
+    def SerializeToString(self) -> bytes:
+        # The protobuf method name, so that one serializer takes either kind of response.
+        out = [self.base.SerializeToString()]
+        desc: Any = self.base.DESCRIPTOR
+        for name, value in self.parts.items():
+            tag = _field_tag(desc, name)
+            if isinstance(value, bytes):
+                out.append(tag + _length(len(value)) + value)
+            else:
+                out.extend([tag + _length(len(v)) + v for v in value])
+        return b"".join(out)
+
+    def to_message(self) -> message.Message:
+        """The response as an ordinary message (for in-process callers and tests)."""
+        msg = type(self.base)()
+        msg.ParseFromString(self.SerializeToString())
+        return msg
+
+
+Response = message.Message | WireMessage
+
+_tags: dict[tuple[Any, str], bytes] = {}
+_lengths: dict[int, bytes] = {}
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field_tag(desc: Any, name: str) -> bytes:
+    tag = _tags.get((desc, name))
+    if tag is None:
+        fd = desc.fields_by_name[name]
+        if fd.type != descriptor.FieldDescriptor.TYPE_MESSAGE:
+            raise TypeError(f"{desc.full_name}.{name} is not a message field")
+        tag = _tags[(desc, name)] = _varint(fd.number << 3 | 2)  # wire type 2: length-delimited
+    return tag
+
+
+def _length(n: int) -> bytes:
+    prefix = _lengths.get(n)
+    if prefix is None:
+        prefix = _varint(n)
+        if n < 1 << 16:  # bounded: messages this size are the common case
+            _lengths[n] = prefix
+    return prefix
+
+
+UnaryImpl = Callable[[Any, CallContext], Awaitable[Response]]
 StreamImpl = Callable[[Any, CallContext], AsyncIterator[message.Message]]
 
 
@@ -113,14 +191,14 @@ class Dispatcher:
                 )
                 self.methods[info.full_name] = info
 
-    async def unary(self, m: MethodInfo, request: message.Message, ctx: CallContext) -> message.Message:
+    async def unary(self, m: MethodInfo, request: message.Message, ctx: CallContext) -> Response:
         start = time.perf_counter()
         code = "OK"
         try:
             if m.impl is None:
                 raise unimplemented(m.full_name)
             self.authorizer.authorize(m, ctx)
-            result: message.Message = await m.impl(request, ctx)
+            result: Response = await m.impl(request, ctx)
             return result
         except ApiError as e:
             code = e.code.name
@@ -186,7 +264,12 @@ class Dispatcher:
             except ApiError as e:
                 await _abort(context, e)
 
-        return grpc.unary_unary_rpc_method_handler(unary_handler, response_serializer=serialize)
+        return grpc.unary_unary_rpc_method_handler(unary_handler, response_serializer=_serialize)
+
+
+def _serialize(resp: Response) -> bytes:
+    # A message or a WireMessage: both spell it SerializeToString.
+    return resp.SerializeToString()
 
 
 def _parse(parse: Callable[[bytes], message.Message], raw: bytes) -> message.Message:

@@ -13,6 +13,10 @@ Two rules keep a cached entry from ever being older than what is committed:
 Eviction is least-recently-used: writes and ``get`` (GetTask) refresh an entry;
 reader threads only look (``peek_version``), they never reorder.
 
+Each entry also keeps the task's serialized bytes, made once per version: GetTask
+and ListTasks answer with them (``rpc.WireMessage``) instead of copying messages,
+and the HTTP gateway's JSON fragment cache is keyed by those same bytes objects.
+
 List reads also compare each cached task's ``updated_at`` with the row they
 selected (a task's ``updated_at`` strictly increases with every change), so a
 list never mixes a stale snapshot into a fresh filter result.
@@ -27,8 +31,9 @@ from lobwife_server.timeutil import to_us
 class TaskCache:
     def __init__(self, capacity: int = 20_000) -> None:
         self.capacity = capacity
-        # id -> (updated_at in µs, task); the number saves a proto access per list row.
-        self._items: dict[int, tuple[int, tasks_pb2.Task]] = {}
+        # id -> (updated_at in µs, task, task serialized); the number saves a proto
+        # access per list row.
+        self._items: dict[int, tuple[int, tasks_pb2.Task, bytes]] = {}
         self._seq = 0  # bumped by every put and eviction
         self._last_evict = -1
         self.hits = 0
@@ -38,15 +43,24 @@ class TaskCache:
         """Call before a read whose result may be filled in later."""
         return self._seq
 
-    def get(self, task_id: int) -> tasks_pb2.Task | None:
-        """The cached task, refreshed as most recently used (call on the event loop only)."""
+    def _touch(self, task_id: int) -> tuple[int, tasks_pb2.Task, bytes] | None:
         entry = self._items.pop(task_id, None)
         if entry is None:
             self.misses += 1
             return None
         self._items[task_id] = entry
         self.hits += 1
-        return entry[1]
+        return entry
+
+    def get(self, task_id: int) -> tasks_pb2.Task | None:
+        """The cached task, refreshed as most recently used (call on the event loop only)."""
+        entry = self._touch(task_id)
+        return None if entry is None else entry[1]
+
+    def get_bytes(self, task_id: int) -> bytes | None:
+        """The cached task's serialized bytes, as :meth:`get` (event loop only)."""
+        entry = self._touch(task_id)
+        return None if entry is None else entry[2]
 
     def peek_version(self, task_id: int, updated_us: int) -> tasks_pb2.Task | None:
         """The cached task if it is exactly that version (safe from reader threads: one dict read)."""
@@ -55,18 +69,26 @@ class TaskCache:
             return entry[1]
         return None
 
-    def put(self, task: tasks_pb2.Task) -> None:
+    def peek_bytes(self, task_id: int, updated_us: int) -> bytes | None:
+        """The cached task's serialized bytes if it is exactly that version (as :meth:`peek_version`)."""
+        entry = self._items.get(task_id)
+        if entry is not None and entry[0] == updated_us:
+            return entry[2]
+        return None
+
+    def put(self, task: tasks_pb2.Task, data: bytes | None = None) -> None:
+        """Store a committed snapshot; ``data`` is its serialized form when the caller has it."""
         self._seq += 1
         self._items.pop(task.id, None)  # re-insert at the end: recently written stays longest
-        self._items[task.id] = (to_us(task.updated_at), task)
+        self._items[task.id] = (to_us(task.updated_at), task, task.SerializeToString() if data is None else data)
         self._evict()
 
-    def fill(self, task: tasks_pb2.Task, mark: int) -> None:
+    def fill(self, task: tasks_pb2.Task, mark: int, data: bytes | None = None) -> None:
         # Refused when an eviction happened after the read began (it may have
         # dropped a newer snapshot of this task that the read did not see).
         if task.id in self._items or self._last_evict > mark:
             return
-        self._items[task.id] = (to_us(task.updated_at), task)
+        self._items[task.id] = (to_us(task.updated_at), task, task.SerializeToString() if data is None else data)
         self._evict()
 
     def _evict(self) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 from lobwife.v1 import tasks_pb2
 from lobwife_server import task_store as store
 from lobwife_server.errors import failed_precondition, invalid_argument
-from lobwife_server.rpc import CallContext
+from lobwife_server.rpc import CallContext, WireMessage
 from lobwife_server.storage import Database, WriteContext
 from lobwife_server.task_cache import TaskCache
 from lobwife_server.timeutil import to_us
@@ -133,18 +133,19 @@ class TaskService:
 
     # -- read --------------------------------------------------------------------
 
-    async def GetTask(self, req: tasks_pb2.GetTaskRequest, ctx: CallContext) -> tasks_pb2.GetTaskResponse:
+    async def GetTask(self, req: tasks_pb2.GetTaskRequest, ctx: CallContext) -> WireMessage:
         number = parse_task_number(req.task_id)
-        task = self.cache.get(number)
-        if task is None:
+        data = self.cache.get_bytes(number)
+        if data is None:
             mark = self.cache.mark()
             task = await self.db.read(lambda c: store.get_task(c, number))
             if task is None:
                 raise task_not_found(number)
-            self.cache.fill(task, mark)
-        return tasks_pb2.GetTaskResponse(task=task)
+            data = task.SerializeToString()
+            self.cache.fill(task, mark, data)
+        return WireMessage(tasks_pb2.GetTaskResponse(), {"task": data})
 
-    async def ListTasks(self, req: tasks_pb2.ListTasksRequest, ctx: CallContext) -> tasks_pb2.ListTasksResponse:
+    async def ListTasks(self, req: tasks_pb2.ListTasksRequest, ctx: CallContext) -> WireMessage:
         size = page_size(req.page_size, default=100, maximum=500)
         f = store.TaskFilter(
             status=_status_text(req.status) if req.status else None,
@@ -154,30 +155,32 @@ class TaskService:
             created_before_us=to_us(req.created_before) if req.HasField("created_before") else None,
         )
         before = self.tokens.parse(req.page_token, "tasks", f.key())
-        cache = self.cache
+        peek = self.cache.peek_bytes
 
-        def read(conn: sqlite3.Connection) -> tuple[list[tasks_pb2.Task], list[tasks_pb2.Task]]:
+        def read(conn: sqlite3.Connection) -> tuple[list[tuple[int, bytes]], list[tuple[tasks_pb2.Task, bytes]]]:
             keys = store.list_task_keys(conn, f, before, size + 1)
-            found: dict[int, tasks_pb2.Task] = {}
+            found: dict[int, bytes] = {}
             missing: list[int] = []
             for number, updated_at in keys:
-                t = cache.peek_version(number, updated_at)
-                if t is not None:
-                    found[number] = t
+                data = peek(number, updated_at)
+                if data is not None:
+                    found[number] = data
                 else:
                     missing.append(number)
-            fetched = store.get_tasks(conn, missing) if missing else {}
-            found.update(fetched)
-            return [found[n] for n, _ in keys if n in found], list(fetched.values())
+            fetched = [(t, t.SerializeToString()) for t in store.get_tasks(conn, missing).values()] if missing else []
+            for t, data in fetched:
+                found[t.id] = data
+            return [(n, found[n]) for n, _ in keys if n in found], fetched
 
-        mark = cache.mark()
-        tasks, fetched = await self.db.read(read)
-        for t in fetched:
-            cache.fill(t, mark)
-        resp = tasks_pb2.ListTasksResponse(tasks=tasks[:size])
-        if len(tasks) > size:
-            resp.next_page_token = self.tokens.make("tasks", f.key(), tasks[size - 1].id)
-        return resp
+        mark = self.cache.mark()
+        rows, fetched = await self.db.read(read)
+        for t, data in fetched:
+            self.cache.fill(t, mark, data)
+        base = tasks_pb2.ListTasksResponse()
+        if len(rows) > size:
+            base.next_page_token = self.tokens.make("tasks", f.key(), rows[size - 1][0])
+        # The cached bytes go out as they are: no copy into a response message.
+        return WireMessage(base, {"tasks": [data for _, data in rows[:size]]})
 
     # -- update ------------------------------------------------------------------
 

@@ -1,13 +1,18 @@
 """Typed clients for the lobwife gRPC API: :class:`Client` (blocking) and :class:`AsyncClient` (asyncio).
 
 Both take the same arguments, have the same method names and return the generated
-message types (``lobwife.v1.tasks_pb2``)::
+message types (``lobwife.v1.tasks_pb2`` for tasks, ``lobwife.v1.jobs_pb2`` for cron jobs)::
 
     with Client("lobwife:50051", token=token) as lw:
         task = lw.create_task("Fix the flaky test", repos=["org/repo"])
         lw.update_task(task.id, status="active", assigned_to="lobster-7")
         for change in lw.watch_tasks(after_cursor=cursor):
             ...
+        run = lw.trigger_job("flush-logs")
+        for update in lw.watch_runs(name="flush-logs", include_output=True):
+            ...
+
+Jobs methods return ``lobwife.v1.jobs_pb2`` messages (``Job``, ``JobRun``, ...).
 
 Every unary call has a deadline (the client's ``timeout``, overridable per call) and
 sends ``authorization: Bearer <token>`` when a token is set. Failures raise
@@ -21,6 +26,8 @@ adds ±20 % jitter), so a call rides out roughly 7.5 s of unavailability as long
 deadline (10 s by default) has not passed. Other codes are never retried. Creates are
 still safe to retry: :meth:`Client.create_task` always sends a ``request_id`` (a fresh
 uuid4 unless you pass one), and the server returns the first task for a repeated id.
+A job's name is its identity, so a retried :meth:`Client.create_job` that did land the
+first time answers ``ALREADY_EXISTS`` rather than making a second job.
 """
 
 # gRPC deadlines (not asyncio.timeout) are how these calls are bounded: the server
@@ -33,19 +40,37 @@ import json
 import os
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any, NamedTuple, Self, TypeAlias, TypedDict, Unpack, cast
+from typing import Any, NamedTuple, Self, TypeAlias, TypedDict, TypeVar, Unpack, cast
 
 import grpc
 import grpc.aio
-from google.protobuf import timestamp_pb2
+from google.protobuf import descriptor, duration_pb2, timestamp_pb2
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from lobwife import __version__
-from lobwife.v1 import audits_pb2, broker_pb2, costs_pb2, jobs_pb2, system_pb2, tasks_pb2, tasks_pb2_grpc
+from lobwife.v1 import (
+    audits_pb2,
+    broker_pb2,
+    costs_pb2,
+    jobs_pb2,
+    jobs_pb2_grpc,
+    system_pb2,
+    tasks_pb2,
+    tasks_pb2_grpc,
+)
+from lobwife.v1.jobs_pb2 import (
+    GetStatusResponse,
+    Job,
+    JobRun,
+    ListJobRunsResponse,
+    ListJobsResponse,
+    RetryPolicy,
+    WatchRunsResponse,
+)
 from lobwife.v1.tasks_pb2 import (
     CancelTaskResponse,
     ListTaskEventsResponse,
@@ -62,12 +87,15 @@ __all__ = [
     "AsyncClient",
     "Client",
     "FieldViolation",
+    "JobFields",
     "LobwifeError",
     "TaskUpdate",
     "channel_options",
+    "parse_enum",
     "parse_status",
     "service_config",
     "status_name",
+    "to_duration",
 ]
 
 DEFAULT_ADDR = "127.0.0.1:50051"
@@ -407,6 +435,192 @@ def _task_ref(task_id: int | str) -> str:
     return str(task_id)
 
 
+# --- jobs: request building (shared by both clients) -------------------------------------
+
+#: Seconds (``90``, ``0.5``), a timedelta or a Duration message.
+DurationLike: TypeAlias = int | float | timedelta | duration_pb2.Duration
+#: An enum value (an int at run time) or its name, short (``"forbid"``) or full.
+EnumLike: TypeAlias = int | str
+#: A RetryPolicy, or a mapping of its fields (``{"max_retries": 2, "initial_backoff": 5}``).
+RetryLike: TypeAlias = RetryPolicy | Mapping[str, Any]
+
+
+class JobFields(TypedDict, total=False):
+    """A job's definition fields, as :meth:`Client.create_job` and :meth:`Client.update_job` take them.
+
+    Give at most one of ``cron``, ``interval`` and ``run_at`` (the schedule). In an
+    update, ``None`` clears a field; in a create it leaves the field unset.
+
+    ``run_timeout`` is the Job's ``timeout`` field (how long a run may take): every
+    method's ``timeout`` argument is already the call's deadline.
+    """
+
+    description: str | None
+    command: Sequence[str] | None
+    script: str | None
+    working_dir: str | None
+    env: Mapping[str, str] | None
+    cron: str | None
+    interval: DurationLike | None
+    run_at: TimestampLike | None
+    time_zone: str | None
+    enabled: bool | None
+    concurrency: EnumLike | None
+    run_timeout: DurationLike | None
+    retry: RetryLike | None
+    start_jitter: DurationLike | None
+    catch_up: EnumLike | None
+    catch_up_window: DurationLike | None
+    run_on_startup: bool | None
+
+
+_JOB_FIELDS = frozenset(JobFields.__annotations__)
+# JobFields names that differ from the Job field they set.
+_JOB_FIELD_RENAMES = {"run_timeout": "timeout"}
+_JOB_DURATIONS = frozenset({"interval", "timeout", "start_jitter", "catch_up_window"})
+_JOB_SCHEDULES = ("cron", "interval", "run_at")
+_JOB_ENUMS: dict[str, descriptor.EnumDescriptor] = {
+    "concurrency": jobs_pb2.ConcurrencyPolicy.DESCRIPTOR,
+    "catch_up": jobs_pb2.CatchUpPolicy.DESCRIPTOR,
+}
+_RETRY_FIELDS = frozenset({"max_retries", "initial_backoff", "max_backoff", "multiplier", "jitter"})
+
+
+def _enum_prefix(enum: descriptor.EnumDescriptor) -> str:
+    # Proto style prefixes each value with the enum's name in UPPER_SNAKE_CASE.
+    return "".join(("_" + c if c.isupper() and i else c) for i, c in enumerate(enum.name)).upper() + "_"
+
+
+def parse_enum(enum: descriptor.EnumDescriptor, value: EnumLike, field: str) -> int:
+    """A value of ``enum`` from its number, its short name (``"forbid"``) or its full name.
+
+    ``field`` names the argument in the error (a ValueError) for an unknown value.
+    """
+    prefix = _enum_prefix(enum)
+    choices = ", ".join(v.name.removeprefix(prefix).lower() for v in enum.values if v.number)
+    if isinstance(value, bool):
+        raise TypeError(f"{field}: expected a name or a number, not a bool")
+    if isinstance(value, int):
+        if value not in enum.values_by_number:
+            raise ValueError(f"{field}: unknown value {value} (one of {choices})")
+        return value
+    name = value.strip().upper().replace("-", "_")
+    if not name.startswith(prefix):
+        name = prefix + name
+    known = enum.values_by_name.get(name)
+    if known is None or known.number == 0:
+        raise ValueError(f"{field}: unknown value {value!r} (one of {choices})")
+    return known.number
+
+
+def to_duration(value: DurationLike, field: str = "duration") -> duration_pb2.Duration:
+    """A Duration from seconds, a timedelta or a Duration (returned as is)."""
+    if isinstance(value, duration_pb2.Duration):
+        return value
+    out = duration_pb2.Duration()
+    if isinstance(value, timedelta):
+        out.FromTimedelta(value)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        out.FromNanoseconds(round(value * 1e9))
+    else:
+        raise TypeError(f"{field}: expected seconds, a timedelta or a Duration, not {type(value).__name__}")
+    return out
+
+
+def _retry_policy(value: RetryLike) -> RetryPolicy:
+    if isinstance(value, RetryPolicy):
+        return value
+    unknown = sorted(set(value) - _RETRY_FIELDS)
+    if unknown:
+        raise TypeError(f"retry: unknown field(s): {', '.join(unknown)}")
+    policy = RetryPolicy()
+    for key, item in value.items():
+        if key in ("initial_backoff", "max_backoff"):
+            getattr(policy, key).CopyFrom(to_duration(item, f"retry.{key}"))
+        else:
+            setattr(policy, key, item)
+    return policy
+
+
+def _job_message(name: str, fields: Mapping[str, object], what: str) -> Job:
+    """A Job named ``name`` with ``fields`` set (``None`` values left unset)."""
+    unknown = sorted(set(fields) - _JOB_FIELDS)
+    if unknown:
+        raise TypeError(f"{what}() got unexpected field(s): {', '.join(unknown)}")
+    schedules = [f for f in _JOB_SCHEDULES if fields.get(f) is not None]
+    if len(schedules) > 1:
+        # They are one oneof: setting the second would silently drop the first.
+        raise ValueError(f"{what}(): give only one schedule, not {' and '.join(schedules)}")
+    job = Job(name=name)
+    for key, value in fields.items():
+        field = _JOB_FIELD_RENAMES.get(key, key)
+        if value is None:
+            continue
+        if field == "command":
+            job.command.extend(_str_list("command", value))  # type: ignore[arg-type]
+        elif field == "env":
+            job.env.update(dict(value))  # type: ignore[call-overload]
+        elif field in _JOB_DURATIONS:
+            getattr(job, field).CopyFrom(to_duration(value, key))  # type: ignore[arg-type]
+        elif field == "run_at":
+            job.run_at.CopyFrom(to_timestamp(value))  # type: ignore[arg-type]
+        elif field in _JOB_ENUMS:
+            setattr(job, field, parse_enum(_JOB_ENUMS[field], value, field))  # type: ignore[arg-type]
+        elif field == "retry":
+            job.retry.CopyFrom(_retry_policy(value))  # type: ignore[arg-type]
+        else:
+            setattr(job, field, value)
+    return job
+
+
+def _create_job_request(
+    job: Job | str | None, name: str | None, request_id: str | None, fields: Mapping[str, object]
+) -> jobs_pb2.CreateJobRequest:
+    if isinstance(job, Job):
+        if fields or name is not None:
+            raise TypeError("create_job(): give a Job message or fields, not both")
+        message = job
+    else:
+        if job is not None and name is not None:
+            raise TypeError("create_job(): the name is given twice")
+        job_name = job if job is not None else name
+        if not job_name:
+            raise ValueError("create_job(): a name is required")
+        # As in the jobs file, a new job runs on its schedule unless told otherwise (an
+        # unset proto3 bool would make it disabled).
+        message = _job_message(job_name, {"enabled": True, **fields}, "create_job")
+    return jobs_pb2.CreateJobRequest(job=message, request_id=request_id or str(uuid.uuid4()))
+
+
+def _update_job_request(
+    job: Job | str, update_mask: Sequence[str] | None, fields: Mapping[str, object]
+) -> jobs_pb2.UpdateJobRequest:
+    if isinstance(job, Job):
+        if fields:
+            raise TypeError("update_job(): give a Job message or fields, not both")
+        req = jobs_pb2.UpdateJobRequest(job=job)
+        if update_mask is not None:
+            req.update_mask.paths.extend(_str_list("update_mask", update_mask))
+        return req
+    if update_mask is not None:
+        raise TypeError("update_job(): update_mask goes with a Job message; with fields the mask is their names")
+    if not fields:
+        raise ValueError("update_job() needs at least one field to change")
+    req = jobs_pb2.UpdateJobRequest(job=_job_message(job, fields, "update_job"))
+    # As for tasks: the mask names exactly the fields given, so a field given as None
+    # is cleared rather than left alone.
+    req.update_mask.paths.extend(_JOB_FIELD_RENAMES.get(f, f) for f in fields)
+    return req
+
+
+def _get_job_request(name: str, next_runs: int | None) -> jobs_pb2.GetJobRequest:
+    return jobs_pb2.GetJobRequest(name=name, next_runs_count=next_runs or 0)
+
+
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+
+
 def _metadata(token: str | None) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),) if token else ()
 
@@ -456,6 +670,7 @@ class Client(_Base):
         else:
             self._channel = grpc.insecure_channel(self.addr, options=self._options)
         self._tasks = tasks_pb2_grpc.TaskServiceStub(self._channel)
+        self._jobs = jobs_pb2_grpc.JobServiceStub(self._channel)
 
     def close(self) -> None:
         """Close the channel; calls in flight (e.g. a watch) are cancelled."""
@@ -691,6 +906,137 @@ class Client(_Base):
         finally:
             call.cancel()  # type: ignore[no-untyped-call]  # grpc-stubs leaves cancel() untyped
 
+    # Cron jobs
+
+    def _unary(self, method: grpc.UnaryUnaryMultiCallable[_Req, _Resp], request: _Req, timeout: float | None) -> _Resp:
+        try:
+            return method(request, timeout=self._deadline(timeout), metadata=self._metadata)
+        except grpc.RpcError as e:
+            raise LobwifeError.from_rpc_error(e) from e
+
+    def list_jobs(
+        self, *, page_size: int | None = None, page_token: str | None = None, timeout: float | None = None
+    ) -> ListJobsResponse:
+        """One page of jobs, by name; ``next_page_token`` is empty on the last page."""
+        req = jobs_pb2.ListJobsRequest(page_size=page_size or 0, page_token=page_token or "")
+        return self._unary(self._jobs.ListJobs, req, timeout)
+
+    def iter_jobs(self, *, page_size: int | None = None, timeout: float | None = None) -> Iterator[Job]:
+        """Every job, by name, page after page (each page has its own deadline)."""
+        token = ""
+        while True:
+            page = self.list_jobs(page_size=page_size, page_token=token, timeout=timeout)
+            yield from page.jobs
+            token = page.next_page_token
+            if not token:
+                return
+
+    def get_job(self, name: str, *, next_runs: int | None = None, timeout: float | None = None) -> Job:
+        """A job with its last output and its next ``next_runs`` fire times (server default 5, at most 100)."""
+        return self._unary(self._jobs.GetJob, _get_job_request(name, next_runs), timeout).job
+
+    def create_job(
+        self,
+        job: Job | str | None = None,
+        *,
+        name: str | None = None,
+        request_id: str | None = None,
+        timeout: float | None = None,
+        **fields: Unpack[JobFields],
+    ) -> Job:
+        """Create an API-owned job from a Job message or from fields::
+
+            lw.create_job("nightly", command=["backup.sh"], cron="0 3 * * *", time_zone="Europe/Berlin",
+                          run_timeout=600, concurrency="forbid", retry={"max_retries": 2})
+
+        ``enabled`` defaults to True, as in the jobs file; a Job message is sent as it is.
+        ALREADY_EXISTS when the name is taken; INVALID_ARGUMENT names the bad field.
+        """
+        req = _create_job_request(job, name, request_id, fields)
+        return self._unary(self._jobs.CreateJob, req, timeout).job
+
+    def update_job(
+        self,
+        job: Job | str,
+        *,
+        update_mask: Sequence[str] | None = None,
+        timeout: float | None = None,
+        **fields: Unpack[JobFields],
+    ) -> Job:
+        """Change exactly the fields given: ``update_job("nightly", cron="0 4 * * *", working_dir=None)``
+        sets the schedule and clears the working directory. Or pass a Job message and the
+        ``update_mask`` paths to take from it. Only API-owned jobs can be changed
+        (FAILED_PRECONDITION for file and built-in jobs)."""
+        req = _update_job_request(job, update_mask, fields)
+        return self._unary(self._jobs.UpdateJob, req, timeout).job
+
+    def delete_job(self, name: str, *, timeout: float | None = None) -> None:
+        """Delete an API-owned job and its schedule; its run history stays."""
+        self._unary(self._jobs.DeleteJob, jobs_pb2.DeleteJobRequest(name=name), timeout)
+
+    def trigger_job(self, name: str, *, timeout: float | None = None) -> JobRun:
+        """Start a run now and return it (``pending``). FAILED_PRECONDITION (reason
+        ``JOB_RUNNING``) when the job is running and its concurrency policy forbids overlap."""
+        return self._unary(self._jobs.TriggerJob, jobs_pb2.TriggerJobRequest(name=name), timeout).run
+
+    def enable_job(self, name: str, *, timeout: float | None = None) -> Job:
+        """Resume a job's schedule (slots missed while disabled are not run); returns the job."""
+        return self._unary(self._jobs.EnableJob, jobs_pb2.EnableJobRequest(name=name), timeout).job
+
+    def disable_job(self, name: str, *, timeout: float | None = None) -> Job:
+        """Pause a job's schedule (a run in progress goes on); returns the job."""
+        return self._unary(self._jobs.DisableJob, jobs_pb2.DisableJobRequest(name=name), timeout).job
+
+    def list_runs(
+        self,
+        name: str,
+        *,
+        page_size: int | None = None,
+        page_token: str | None = None,
+        timeout: float | None = None,
+    ) -> ListJobRunsResponse:
+        """One page of a job's runs, newest first (server default 50, at most 500)."""
+        req = jobs_pb2.ListJobRunsRequest(name=name, page_size=page_size or 0, page_token=page_token or "")
+        return self._unary(self._jobs.ListJobRuns, req, timeout)
+
+    def iter_runs(self, name: str, *, page_size: int | None = None, timeout: float | None = None) -> Iterator[JobRun]:
+        """All of a job's runs, newest first, page after page."""
+        token = ""
+        while True:
+            page = self.list_runs(name, page_size=page_size, page_token=token, timeout=timeout)
+            yield from page.runs
+            token = page.next_page_token
+            if not token:
+                return
+
+    def get_run(self, name: str, run_id: int, *, timeout: float | None = None) -> JobRun:
+        """One run of a job, with its captured output."""
+        return self._unary(self._jobs.GetJobRun, jobs_pb2.GetJobRunRequest(name=name, run_id=run_id), timeout).run
+
+    def watch_runs(
+        self, *, name: str | None = None, include_output: bool = False, timeout: float | None = None
+    ) -> Generator[WatchRunsResponse, None, None]:
+        """Stream run state changes (of job ``name``, or of every job) from now on, until closed.
+
+        With ``include_output`` the output of running runs arrives too, as messages whose
+        ``output_chunk`` is set. Like :meth:`watch_tasks` there is no deadline unless
+        ``timeout`` is given, the call starts at the first ``next()`` and closing the
+        generator cancels it. The feed is live only: nothing from before the call is
+        replayed (use :meth:`list_runs` for history).
+        """
+        req = jobs_pb2.WatchRunsRequest(name=name or "", include_output=include_output)
+        call = self._jobs.WatchRuns(req, timeout=timeout, metadata=self._metadata)
+        try:
+            yield from call
+        except grpc.RpcError as e:
+            raise LobwifeError.from_rpc_error(e) from e
+        finally:
+            call.cancel()  # type: ignore[no-untyped-call]  # grpc-stubs leaves cancel() untyped
+
+    def status(self, *, timeout: float | None = None) -> GetStatusResponse:
+        """The server's status and a summary of every job."""
+        return self._unary(self._jobs.GetStatus, jobs_pb2.GetStatusRequest(), timeout)
+
 
 # --- the asyncio client --------------------------------------------------------------
 
@@ -716,6 +1062,7 @@ class AsyncClient(_Base):
         else:
             self._channel = grpc.aio.insecure_channel(self.addr, options=self._options)
         self._tasks = tasks_pb2_grpc.TaskServiceStub(self._channel)
+        self._jobs = jobs_pb2_grpc.JobServiceStub(self._channel)
 
     async def close(self) -> None:
         """Close the channel; calls in flight (e.g. a watch) are cancelled."""
@@ -950,3 +1297,124 @@ class AsyncClient(_Base):
             raise LobwifeError.from_rpc_error(e) from e
         finally:
             call.cancel()
+
+    # Cron jobs
+
+    async def _unary(
+        self, method: grpc.aio.UnaryUnaryMultiCallable[_Req, _Resp], request: _Req, timeout: float | None
+    ) -> _Resp:
+        try:
+            return await method(request, timeout=self._deadline(timeout), metadata=self._metadata)
+        except grpc.RpcError as e:
+            raise LobwifeError.from_rpc_error(e) from e
+
+    async def list_jobs(
+        self, *, page_size: int | None = None, page_token: str | None = None, timeout: float | None = None
+    ) -> ListJobsResponse:
+        """See :meth:`Client.list_jobs`."""
+        req = jobs_pb2.ListJobsRequest(page_size=page_size or 0, page_token=page_token or "")
+        return await self._unary(self._jobs.ListJobs, req, timeout)
+
+    async def iter_jobs(self, *, page_size: int | None = None, timeout: float | None = None) -> AsyncIterator[Job]:
+        """See :meth:`Client.iter_jobs`."""
+        token = ""
+        while True:
+            page = await self.list_jobs(page_size=page_size, page_token=token, timeout=timeout)
+            for job in page.jobs:
+                yield job
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def get_job(self, name: str, *, next_runs: int | None = None, timeout: float | None = None) -> Job:
+        """See :meth:`Client.get_job`."""
+        return (await self._unary(self._jobs.GetJob, _get_job_request(name, next_runs), timeout)).job
+
+    async def create_job(
+        self,
+        job: Job | str | None = None,
+        *,
+        name: str | None = None,
+        request_id: str | None = None,
+        timeout: float | None = None,
+        **fields: Unpack[JobFields],
+    ) -> Job:
+        """See :meth:`Client.create_job`."""
+        req = _create_job_request(job, name, request_id, fields)
+        return (await self._unary(self._jobs.CreateJob, req, timeout)).job
+
+    async def update_job(
+        self,
+        job: Job | str,
+        *,
+        update_mask: Sequence[str] | None = None,
+        timeout: float | None = None,
+        **fields: Unpack[JobFields],
+    ) -> Job:
+        """See :meth:`Client.update_job`."""
+        req = _update_job_request(job, update_mask, fields)
+        return (await self._unary(self._jobs.UpdateJob, req, timeout)).job
+
+    async def delete_job(self, name: str, *, timeout: float | None = None) -> None:
+        """See :meth:`Client.delete_job`."""
+        await self._unary(self._jobs.DeleteJob, jobs_pb2.DeleteJobRequest(name=name), timeout)
+
+    async def trigger_job(self, name: str, *, timeout: float | None = None) -> JobRun:
+        """See :meth:`Client.trigger_job`."""
+        return (await self._unary(self._jobs.TriggerJob, jobs_pb2.TriggerJobRequest(name=name), timeout)).run
+
+    async def enable_job(self, name: str, *, timeout: float | None = None) -> Job:
+        """See :meth:`Client.enable_job`."""
+        return (await self._unary(self._jobs.EnableJob, jobs_pb2.EnableJobRequest(name=name), timeout)).job
+
+    async def disable_job(self, name: str, *, timeout: float | None = None) -> Job:
+        """See :meth:`Client.disable_job`."""
+        return (await self._unary(self._jobs.DisableJob, jobs_pb2.DisableJobRequest(name=name), timeout)).job
+
+    async def list_runs(
+        self,
+        name: str,
+        *,
+        page_size: int | None = None,
+        page_token: str | None = None,
+        timeout: float | None = None,
+    ) -> ListJobRunsResponse:
+        """See :meth:`Client.list_runs`."""
+        req = jobs_pb2.ListJobRunsRequest(name=name, page_size=page_size or 0, page_token=page_token or "")
+        return await self._unary(self._jobs.ListJobRuns, req, timeout)
+
+    async def iter_runs(
+        self, name: str, *, page_size: int | None = None, timeout: float | None = None
+    ) -> AsyncIterator[JobRun]:
+        """See :meth:`Client.iter_runs`."""
+        token = ""
+        while True:
+            page = await self.list_runs(name, page_size=page_size, page_token=token, timeout=timeout)
+            for run in page.runs:
+                yield run
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def get_run(self, name: str, run_id: int, *, timeout: float | None = None) -> JobRun:
+        """See :meth:`Client.get_run`."""
+        req = jobs_pb2.GetJobRunRequest(name=name, run_id=run_id)
+        return (await self._unary(self._jobs.GetJobRun, req, timeout)).run
+
+    async def watch_runs(
+        self, *, name: str | None = None, include_output: bool = False, timeout: float | None = None
+    ) -> AsyncGenerator[WatchRunsResponse, None]:
+        """See :meth:`Client.watch_runs`; ``await gen.aclose()`` (or leaving ``async for``) cancels."""
+        req = jobs_pb2.WatchRunsRequest(name=name or "", include_output=include_output)
+        call = self._jobs.WatchRuns(req, timeout=timeout, metadata=self._metadata)
+        try:
+            async for msg in call:
+                yield msg
+        except grpc.RpcError as e:
+            raise LobwifeError.from_rpc_error(e) from e
+        finally:
+            call.cancel()
+
+    async def status(self, *, timeout: float | None = None) -> GetStatusResponse:
+        """See :meth:`Client.status`."""
+        return await self._unary(self._jobs.GetStatus, jobs_pb2.GetStatusRequest(), timeout)
