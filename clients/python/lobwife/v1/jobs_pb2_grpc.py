@@ -28,7 +28,9 @@ if _version_not_supported:
 class JobServiceStub:
     """JobService runs the fleet's shell scripts on schedules and records every run.
 
-    Not built yet: every RPC answers UNIMPLEMENTED until the scheduler lands.
+    Jobs come from the jobs file (reconciled on start), the API, or are built in.
+    A Job's `enabled` is a plain bool: a job created through the API without it is
+    created disabled.
     """
 
     def __init__(self, channel):
@@ -112,7 +114,9 @@ class JobServiceStub:
 class JobServiceServicer:
     """JobService runs the fleet's shell scripts on schedules and records every run.
 
-    Not built yet: every RPC answers UNIMPLEMENTED until the scheduler lands.
+    Jobs come from the jobs file (reconciled on start), the API, or are built in.
+    A Job's `enabled` is a plain bool: a job created through the API without it is
+    created disabled.
     """
 
     def ListJobs(self, request, context):
@@ -299,7 +303,9 @@ def add_JobServiceServicer_to_server(servicer, server):
 class JobService:
     """JobService runs the fleet's shell scripts on schedules and records every run.
 
-    Not built yet: every RPC answers UNIMPLEMENTED until the scheduler lands.
+    Jobs come from the jobs file (reconciled on start), the API, or are built in.
+    A Job's `enabled` is a plain bool: a job created through the API without it is
+    created disabled.
     """
 
     @staticmethod

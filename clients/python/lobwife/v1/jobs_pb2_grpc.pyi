@@ -29,7 +29,9 @@ GRPC_VERSION: str
 class JobServiceStub:
     """JobService runs the fleet's shell scripts on schedules and records every run.
 
-    Not built yet: every RPC answers UNIMPLEMENTED until the scheduler lands.
+    Jobs come from the jobs file (reconciled on start), the API, or are built in.
+    A Job's `enabled` is a plain bool: a job created through the API without it is
+    created disabled.
     """
 
     @_typing.overload
@@ -73,7 +75,9 @@ class JobServiceStub:
 class JobServiceAsyncStub(JobServiceStub):
     """JobService runs the fleet's shell scripts on schedules and records every run.
 
-    Not built yet: every RPC answers UNIMPLEMENTED until the scheduler lands.
+    Jobs come from the jobs file (reconciled on start), the API, or are built in.
+    A Job's `enabled` is a plain bool: a job created through the API without it is
+    created disabled.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -113,7 +117,9 @@ class JobServiceAsyncStub(JobServiceStub):
 class JobServiceServicer(metaclass=_abc_1.ABCMeta):
     """JobService runs the fleet's shell scripts on schedules and records every run.
 
-    Not built yet: every RPC answers UNIMPLEMENTED until the scheduler lands.
+    Jobs come from the jobs file (reconciled on start), the API, or are built in.
+    A Job's `enabled` is a plain bool: a job created through the API without it is
+    created disabled.
     """
 
     @_abc_1.abstractmethod
