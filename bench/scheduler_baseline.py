@@ -5,16 +5,18 @@ uvloop -- with nothing of lobwife's on top: no database, no run records, no
 process supervision. Two modes:
 
     python bench/scheduler_baseline.py lateness --jobs N --second '*/5' --out FILE --ready-file F \
-        [--spawn [--loop asyncio] -- STAMP COMMAND...]
+        [--spawn [--spawn-via thread|loop] [--loop asyncio] -- STAMP COMMAND...]
     python bench/scheduler_baseline.py idle --jobs 10000 --ready-file F
 
 ``lateness``: N jobs with ``CronTrigger(second=...)`` (every minute, hour and
 day), each a coroutine. By default the coroutine does nothing but note the time
 it started; with ``--spawn`` it starts the benchmark's stamp command (the same
-one lobwife's jobs run) with ``loop.subprocess_exec`` and waits for it, which is
-the least any scheduler that starts processes on this stack has to do
-(``--loop asyncio``: the same on asyncio's own loop, whose subprocess_exec
-spawns through CPython's subprocess module, i.e. vfork, where uvloop forks). Either
+one lobwife's jobs run) and waits for it to exit, which is the least any
+scheduler that starts processes on this stack has to do. By default it starts it
+as lobwife's runner does: ``subprocess.Popen`` (vfork) in a worker thread, the
+exit seen through a pidfd on the loop. ``--spawn-via loop`` uses the event loop's
+``subprocess_exec`` instead (uvloop forks the whole process, on the loop thread;
+``--loop asyncio`` spawns through CPython's subprocess module, on the loop thread). Either
 way one line per run is appended to ``--out``, in the format the stamp command
 writes: ``<epoch seconds> <scheduled RFC 3339> <job> [<epoch seconds just
 before the spawn>]``. The scheduled time is the one APScheduler submitted the
@@ -35,6 +37,7 @@ import asyncio
 import collections
 import os
 import signal
+import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -52,10 +55,11 @@ def rfc3339(when: datetime) -> str:
 
 
 class Lateness:
-    def __init__(self, out: Path, stamp: list[str], spawn: bool) -> None:
+    def __init__(self, out: Path, stamp: list[str], spawn: bool, via: str = "thread") -> None:
         self.out = out
         self.stamp = stamp
         self.spawn = spawn
+        self.via = via
         # Scheduled times submitted and not yet picked up by their coroutine, per job.
         self.pending: dict[str, collections.deque[datetime]] = collections.defaultdict(collections.deque)
         self.lines: list[str] = []
@@ -84,11 +88,26 @@ class Lateness:
         env = {**self.env, "LOBWIFE_SCHEDULED_AT": rfc3339(slot), "LOBWIFE_JOB": name}
         env["SPAWN_AT"] = f"{time.time_ns() / 1e9:.6f}"
         exited: asyncio.Future[None] = loop.create_future()
-        transport, _ = await loop.subprocess_exec(
-            lambda: _Exit(exited), *self.stamp, stdin=DEVNULL, stdout=PIPE, stderr=STDOUT, env=env
+        if self.via == "loop":
+            transport, _ = await loop.subprocess_exec(
+                lambda: _Exit(exited), *self.stamp, stdin=DEVNULL, stdout=PIPE, stderr=STDOUT, env=env
+            )
+            await exited
+            transport.close()
+            return
+        proc = await asyncio.to_thread(
+            subprocess.Popen, self.stamp, stdin=DEVNULL, stdout=PIPE, stderr=STDOUT, env=env, start_new_session=True
         )
-        await exited
-        transport.close()
+        pidfd = os.pidfd_open(proc.pid)
+        loop.add_reader(pidfd, exited.set_result, None)
+        try:
+            await exited
+        finally:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+        proc.wait()  # exited: reaps at once
+        assert proc.stdout is not None
+        proc.stdout.close()
 
 
 class _Exit(asyncio.SubprocessProtocol):
@@ -104,7 +123,7 @@ class _Exit(asyncio.SubprocessProtocol):
 
 async def run_lateness(args: argparse.Namespace) -> None:
     aps = AsyncIOScheduler(timezone=UTC)
-    lat = Lateness(Path(args.out), args.stamp, args.spawn)
+    lat = Lateness(Path(args.out), args.stamp, args.spawn, args.spawn_via)
     aps.add_listener(lat.submitted, EVENT_JOB_SUBMITTED)
     func = lat.spawned if args.spawn else lat.noop
     for i in range(args.jobs):
@@ -153,6 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     lat.add_argument("--out", required=True, help="file the stamp lines are appended to")
     lat.add_argument("--spawn", action="store_true", help="start the stamp command instead of a no-op coroutine")
     lat.add_argument("--ready-file", required=True)
+    lat.add_argument(
+        "--spawn-via",
+        choices=["thread", "loop"],
+        default="thread",
+        help="thread: Popen in a worker thread, as lobwife's runner (default); loop: the loop's subprocess_exec",
+    )
     lat.add_argument(
         "--loop", choices=["uvloop", "asyncio"], default="uvloop", help="event loop (lobwife uses uvloop; default)"
     )

@@ -514,7 +514,7 @@ def lateness_lobwife(
 BASELINES = {
     "noop": ("APScheduler no-op", []),
     "spawn": ("APScheduler + spawn", ["--spawn", "--", *STAMP_CMD]),
-    "spawn-asyncio": ("APScheduler + spawn (asyncio)", ["--spawn", "--loop", "asyncio", "--", *STAMP_CMD]),
+    "spawn-loop": ("APScheduler + loop spawn", ["--spawn", "--spawn-via", "loop", "--", *STAMP_CMD]),
 }
 
 
@@ -865,9 +865,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=int, help="seconds of slots per lateness measurement (default 30)")
     p.add_argument("--idle-duration", type=int, help="seconds of idle sampling (default 30)")
     p.add_argument(
-        "--asyncio-spawn",
+        "--loop-spawn",
         action="store_true",
-        help="also run the spawn baseline on asyncio's own loop (vfork spawns) instead of uvloop",
+        help="also run a spawn baseline that starts processes with uvloop's subprocess_exec (a fork of the "
+        "whole process on the loop thread), the way lobwife's runner did before it moved to Popen in a thread",
     )
     args = p.parse_args(argv)
     duration = args.duration if args.duration is not None else (10 if args.quick else 30)
@@ -881,7 +882,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="lobwife-schedbench-") as tmp:
             try:
-                kinds = ["noop", "spawn"] + (["spawn-asyncio"] if args.asyncio_spawn else [])
+                kinds = ["noop", "spawn"] + (["spawn-loop"] if args.loop_spawn else [])
                 run(duration, idle_duration, settle, kinds, Path(tmp), procs)
             finally:
                 for proc in reversed(procs):

@@ -222,6 +222,54 @@ def test_cancellation_ends_the_group(arun: Arun[None]) -> None:
     assert not runner.group_alive(started[0][1])
 
 
+def _open_fds() -> set[int]:
+    return {int(n) for n in os.listdir("/proc/self/fd")}
+
+
+def test_many_simultaneous_runs_each_get_their_own_output_and_leak_no_fds(arun: Arun[None]) -> None:
+    # Children start in worker threads while the loop closes finished runs' fds: every fd must have
+    # one owner closing it once, or a late close hits a number another spawn was just given (seen as
+    # "Bad file descriptor" / "File exists" starts and crossed output before).
+    async def scenario() -> None:
+        before = _open_fds()
+        for _ in range(3):
+            results = await asyncio.gather(*(runner.run(sh(f"echo job-{i}; exit {i % 3}")) for i in range(60)))
+            for i, res in enumerate(results):
+                assert res.output == f"job-{i}\n", res.reason
+                assert res.exit_code == i % 3
+                assert res.status == ("success" if i % 3 == 0 else "failed")
+                assert res.pid is not None and gone(res.pid)
+        await asyncio.sleep(0.05)
+        assert _open_fds() <= before | set(range(3))
+
+    arun(scenario())
+
+
+def test_cancelled_while_starting_leaves_no_process(arun: Arun[None], tmp_path: Path) -> None:
+    # Cancelled (a shutdown) while the child is being started in its thread: the child that the start
+    # produces anyway must be ended, not orphaned.
+    pidfile = tmp_path / "pid"
+
+    async def scenario() -> None:
+        task = asyncio.create_task(runner.run(sh(f"echo $$ > '{pidfile}'; exec sleep 30")))
+        await asyncio.sleep(0)  # the start is now under way in a worker thread
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    arun(scenario())
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if pidfile.exists() and pidfile.read_text().strip():
+            pid = int(pidfile.read_text())
+            while time.monotonic() < deadline and not gone(pid):
+                time.sleep(0.02)
+            assert gone(pid)
+            return
+        time.sleep(0.02)
+    # The shell never got to write its pid: it was killed first, which is also fine.
+
+
 # --- callbacks ----------------------------------------------------------------------------------
 
 

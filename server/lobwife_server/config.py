@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 #: The example jobs shipped with the package: the quick start's default jobs file.
+# Job runs at once. Cron makes herds (many jobs at :00); the fleet's scripts mostly wait on the
+# network, so 128 lets a herd start together while bounding processes and fds (2 per run).
+DEFAULT_MAX_CONCURRENT_RUNS = 128
 EXAMPLE_JOBS = Path(__file__).resolve().parent / "examples" / "jobs.toml"
 
 
@@ -30,7 +33,7 @@ class Config:
     readers: int = 2
     commit_delay: float = 0.001  # seconds; see storage.DEFAULT_COMMIT_DELAY
     jobs_file: Path | None = EXAMPLE_JOBS
-    max_concurrent_runs: int = 16
+    max_concurrent_runs: int = DEFAULT_MAX_CONCURRENT_RUNS
 
     @property
     def db_path(self) -> Path:
@@ -98,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-concurrent-runs",
         type=int,
-        help="bound on job runs at once (env LOBWIFE_MAX_CONCURRENT_RUNS; default 16)",
+        help=f"bound on job runs at once (env LOBWIFE_MAX_CONCURRENT_RUNS; default {DEFAULT_MAX_CONCURRENT_RUNS})",
     )
     return p
 
@@ -120,7 +123,7 @@ def from_args(args: argparse.Namespace) -> Config:
     max_runs = (
         args.max_concurrent_runs
         if args.max_concurrent_runs is not None
-        else _env_int("LOBWIFE_MAX_CONCURRENT_RUNS", 16, 1, 1024)
+        else _env_int("LOBWIFE_MAX_CONCURRENT_RUNS", DEFAULT_MAX_CONCURRENT_RUNS, 1, 1024)
     )
     if not 1 <= max_runs <= 1024:
         raise ConfigError(f"max concurrent runs must be between 1 and 1024, got {max_runs}")

@@ -43,6 +43,7 @@ from apscheduler.triggers.date import DateTrigger
 
 from lobwife.v1 import jobs_pb2
 from lobwife_server import job_defs, job_store, runner, schedules
+from lobwife_server.config import DEFAULT_MAX_CONCURRENT_RUNS
 from lobwife_server.errors import ApiError, failed_precondition, not_found
 from lobwife_server.run_feed import RunFeed, RunUpdate
 from lobwife_server.storage import Database, WriteContext
@@ -51,7 +52,6 @@ from lobwife_server.timeutil import from_us, now_us, set_ts
 log = logging.getLogger("lobwife.scheduler")
 
 MAX_MISSED_RECORDS = 1000
-DEFAULT_MAX_CONCURRENT = 16
 
 #: A built-in job: an in-process coroutine returning the run's output text.
 Builtin = Callable[[], Awaitable[str]]
@@ -81,7 +81,7 @@ class Scheduler:
         *,
         url: str,
         builtins: dict[str, tuple[jobs_pb2.Job, Builtin]] | None = None,
-        max_concurrent: int = DEFAULT_MAX_CONCURRENT,
+        max_concurrent: int = DEFAULT_MAX_CONCURRENT_RUNS,
         output_cap: int = runner.DEFAULT_OUTPUT_CAP,
         kill_grace: float = runner.DEFAULT_KILL_GRACE,
     ) -> None:
@@ -98,6 +98,7 @@ class Scheduler:
         self.file_error: str | None = None
         self._aps = AsyncIOScheduler(timezone=UTC)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._next_notes: dict[str, tuple[int, str | None]] = {}  # name -> (next slot, its DST note)
         self._stopping = False
 
     # -- start-up --------------------------------------------------------------
@@ -262,9 +263,14 @@ class Scheduler:
         nxt = schedules.next_slot(job.schedule, from_us(slot))
         nxt_us = us(nxt.at) if nxt is not None else None
         decision = self._overlap(name)
-        # A daylight-saving note (a shifted or once-only local time) goes on the run's record.
-        this = schedules.next_slot(job.schedule, from_us(slot - 1))
-        note = this.note if this is not None and us(this.at) == slot else None
+        # A daylight-saving note (a shifted or once-only local time) goes on the run's record. The
+        # previous firing computed this slot already (as its next one): reuse its note.
+        known = self._next_notes.pop(name, None)
+        if known is not None and known[0] == slot:
+            note = known[1]
+        else:
+            this = schedules.next_slot(job.schedule, from_us(slot - 1))
+            note = this.note if this is not None and us(this.at) == slot else None
 
         def write(conn: Any, w: WriteContext) -> int | None:
             row = job_store.get_job(conn, name)
@@ -290,12 +296,20 @@ class Scheduler:
             log.error("could not record slot %s of %s: %s", _iso(slot), name, e.message)
             return
         job.next_fire_at = nxt_us
-        if nxt_us is not None and job.active:
-            self._arm(name, nxt_us)
+        if nxt is not None and nxt_us is not None:
+            self._next_notes[name] = (nxt_us, nxt.note)
+            # Armed after this run's start is under way (call_soon runs after the run task's first
+            # step): when many jobs share an instant, re-arming them all must not delay the starts.
+            asyncio.get_running_loop().call_soon(self._rearm, name, job, nxt_us)
         if run_id is not None:
             if decision == "replace":
                 await self._end_running(name, f"replaced by run {run_id}")
             self._spawn(name, run_id, "schedule", slot, 1)
+
+    def _rearm(self, name: str, job: _Job, at: int) -> None:
+        # Only if nothing re-armed or changed the job meanwhile (an edit, a pause, a removal).
+        if self.jobs.get(name) is job and job.next_fire_at == at and job.active and not self._stopping:
+            self._arm(name, at)
 
     def _overlap(self, name: str) -> str:
         if not self.running.get(name):
@@ -551,6 +565,7 @@ class Scheduler:
 
         await self.db.write(write)
         self.jobs[jdef.name] = _Job(definition, jdef, sched, paused, nxt)
+        self._next_notes.pop(jdef.name, None)  # a note of the old schedule
         if nxt is not None:
             self._arm(jdef.name, nxt)
         else:
@@ -562,6 +577,7 @@ class Scheduler:
         await self.db.write(lambda c, w: job_store.delete_job(c, name))
         self._disarm(name)
         del self.jobs[name]
+        self._next_notes.pop(name, None)
 
     # -- shutdown ---------------------------------------------------------------
 
