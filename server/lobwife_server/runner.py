@@ -31,10 +31,14 @@ What a run guarantees
 * **Cancellation** of :func:`run` (server shutdown) ends the group too (SIGTERM, ``kill_grace``,
   SIGKILL) before ``CancelledError`` propagates, so shutdown leaves no orphan.
 
-Why not ``asyncio.create_subprocess_exec``: on Python 3.11 ``Process.wait()`` returns only once the
-output pipe is closed as well, so a background child holding stdout would hide the main process's
-exit. A :class:`asyncio.SubprocessProtocol` is told separately when the process exits and when the
-pipe closes, and takes each chunk directly without a second buffer. Works on asyncio and uvloop.
+How a child is started and watched: ``subprocess.Popen`` (vfork, ``start_new_session``) in a
+worker thread, then the loop watches two fds: a pidfd for the exit and the output pipe. Not the
+loop's ``subprocess_exec``: uvloop forks the whole server on the loop thread there, ~7 ms a start
+at the server's size (more as it grows), so jobs due together started one after another (see
+bench/SCHEDULER.md). Not ``asyncio.create_subprocess_exec`` either: on Python 3.11
+``Process.wait()`` returns only once the output pipe is closed as well, so a background child
+holding stdout would hide the main process's exit; here the exit and the end of output are told
+apart. Works on asyncio and uvloop.
 
 Crash recovery (the policy :func:`resolve_stale_run` implements)
 ----------------------------------------------------------------

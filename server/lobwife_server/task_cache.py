@@ -24,6 +24,8 @@ list never mixes a stale snapshot into a fresh filter result.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from lobwife.v1 import tasks_pb2
 from lobwife_server.timeutil import to_us
 
@@ -32,8 +34,9 @@ class TaskCache:
     def __init__(self, capacity: int = 20_000) -> None:
         self.capacity = capacity
         # id -> (updated_at in µs, task, task serialized); the number saves a proto
-        # access per list row.
-        self._items: dict[int, tuple[int, tasks_pb2.Task, bytes]] = {}
+        # access per list row. An OrderedDict, not a dict: dropping the oldest entry of a
+        # dict again and again (next(iter(d))) walks the holes its deletions leave.
+        self._items: OrderedDict[int, tuple[int, tasks_pb2.Task, bytes]] = OrderedDict()
         self._seq = 0  # bumped by every put and eviction
         self._last_evict = -1
         self.hits = 0
@@ -44,11 +47,11 @@ class TaskCache:
         return self._seq
 
     def _touch(self, task_id: int) -> tuple[int, tasks_pb2.Task, bytes] | None:
-        entry = self._items.pop(task_id, None)
+        entry = self._items.get(task_id)
         if entry is None:
             self.misses += 1
             return None
-        self._items[task_id] = entry
+        self._items.move_to_end(task_id)
         self.hits += 1
         return entry
 
@@ -79,8 +82,8 @@ class TaskCache:
     def put(self, task: tasks_pb2.Task, data: bytes | None = None) -> None:
         """Store a committed snapshot; ``data`` is its serialized form when the caller has it."""
         self._seq += 1
-        self._items.pop(task.id, None)  # re-insert at the end: recently written stays longest
         self._items[task.id] = (to_us(task.updated_at), task, task.SerializeToString() if data is None else data)
+        self._items.move_to_end(task.id)  # recently written stays longest
         self._evict()
 
     def fill(self, task: tasks_pb2.Task, mark: int, data: bytes | None = None) -> None:
@@ -93,7 +96,7 @@ class TaskCache:
 
     def _evict(self) -> None:
         while len(self._items) > self.capacity:
-            self._items.pop(next(iter(self._items)))
+            self._items.popitem(last=False)
             self._seq += 1
             self._last_evict = self._seq
 
