@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import signal
 import sqlite3
@@ -220,25 +219,6 @@ def _bound_port(runner: web.AppRunner, fallback: int) -> int:
     return fallback
 
 
-#: Allocations between young-generation collections (CPython's default is 700).
-GC_GEN0_THRESHOLD = 20_000
-
-
-def tune_gc() -> None:
-    """Cheaper garbage collection for a long-running server, once start-up is done.
-
-    Each call allocates a few hundred tracked objects (request, context, futures), so at
-    the default threshold the collector ran every few calls, and its full collections walked
-    every object loaded at start-up (modules, descriptors, the jobs). Freezing moves those
-    out of the collector's way for good; a higher young-generation threshold collects as
-    much garbage in fewer passes. Measured: about +10% HTTP CreateTask throughput
-    (bench/README.md)."""
-    gc.collect()
-    gc.freeze()
-    _, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
-
-
 async def serve(cfg: Config) -> int:
     server = LobwifeServer(cfg)
     stop = asyncio.Event()
@@ -251,7 +231,6 @@ async def serve(cfg: Config) -> int:
         log.error("cannot start: %s", e)
         await server.stop()
         return 1
-    tune_gc()
     await stop.wait()
     await server.stop()
     return 0
