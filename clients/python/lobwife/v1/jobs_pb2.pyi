@@ -661,7 +661,11 @@ class TriggerJobResponse(_message.Message):
     message: _builtins.str
     """`Job NAME triggered` (legacy shape)."""
     @_builtins.property
-    def run(self) -> Global___JobRun: ...
+    def run(self) -> Global___JobRun:
+        """The new run as recorded when the call returns: `pending`, or already
+        `running` when its process started that quickly.
+        """
+
     def __init__(
         self,
         *,
