@@ -118,11 +118,13 @@ class Scheduler:
         for row in await self.db.read(job_store.list_jobs):
             self._load(row)
         await self._recover()
-        self._aps.start()
         missed = await self.db.write(lambda c, w: self._catch_up(c, now_us()))
         for name, job in self.jobs.items():
             if job.active and job.next_fire_at is not None:
                 self._arm(name, job.next_fire_at)
+        # Started after arming: timers added before start() are queued and taken in one pass
+        # at start, where each add_job after it queues a scheduler wake-up of its own.
+        self._aps.start()
         for name, slot_us, trigger in missed:
             await self._start_run(name, trigger, slot_us)
         for name, job in self.jobs.items():
