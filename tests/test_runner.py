@@ -245,29 +245,34 @@ def test_many_simultaneous_runs_each_get_their_own_output_and_leak_no_fds(arun: 
     arun(scenario())
 
 
-def test_cancelled_while_starting_leaves_no_process(arun: Arun[None], tmp_path: Path) -> None:
+def test_cancelled_while_starting_leaves_no_process(arun: Arun[None], monkeypatch: pytest.MonkeyPatch) -> None:
     # Cancelled (a shutdown) while the child is being started in its thread: the child that the start
-    # produces anyway must be ended, not orphaned.
-    pidfile = tmp_path / "pid"
+    # produces anyway must be ended, not orphaned. The start is slowed so the cancel surely lands in it.
+    started: list[int] = []
+    real_popen = subprocess.Popen
+
+    def slow_popen(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        proc = real_popen(*args, **kwargs)
+        started.append(proc.pid)
+        time.sleep(0.3)
+        return proc
+
+    monkeypatch.setattr(runner.subprocess, "Popen", slow_popen)
 
     async def scenario() -> None:
-        task = asyncio.create_task(runner.run(sh(f"echo $$ > '{pidfile}'; exec sleep 30")))
-        await asyncio.sleep(0)  # the start is now under way in a worker thread
+        task = asyncio.create_task(runner.run(sh("exec sleep 30")))
+        await asyncio.sleep(0.1)  # the start is now under way in a worker thread
+        assert started and not task.done()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
 
     arun(scenario())
+    [pid] = started
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if pidfile.exists() and pidfile.read_text().strip():
-            pid = int(pidfile.read_text())
-            while time.monotonic() < deadline and not gone(pid):
-                time.sleep(0.02)
-            assert gone(pid)
-            return
+    while not gone(pid) and time.monotonic() < deadline:
         time.sleep(0.02)
-    # The shell never got to write its pid: it was killed first, which is also fine.
+    assert gone(pid)
 
 
 # --- callbacks ----------------------------------------------------------------------------------
