@@ -541,8 +541,9 @@ async def _spawn(loop: asyncio.AbstractEventLoop, proto: _RunProtocol, spec: Run
     try:
         child.start()
     except BaseException:
-        child.close()
-        _abandon(proc)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        child.close()  # closes its fds and reaps the child once it has gone
         raise
     return child
 
