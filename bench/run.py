@@ -69,6 +69,9 @@ ECHO_METHOD = "/bench.Echo/Echo"  # as registered by bench/echo_server.py
 TASK_SERVICE = "lobwife.v1.TaskService"
 CREATE_BODY = '{"name": "bench task", "type": "swe", "repos": ["o/r"], "actor": "bench"}'
 
+#: The measured calls (each paired with its baseline), as --only names them.
+MEASURED = ("grpc_get", "grpc_list", "grpc_create", "http_get", "http_list", "http_create")
+
 APT_PACKAGES = {"h2load": "nghttp2-client", "wrk": "wrk", "curl": "curl"}
 
 
@@ -693,7 +696,7 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def run(rounds: int, duration: int, tmp: Path, servers: list[ServerProc]) -> None:
+def run(rounds: int, duration: int, tmp: Path, servers: list[ServerProc], only: frozenset[str] = frozenset()) -> None:
     info = machine_info()
     print("\n".join(info), flush=True)
     lw = start_lobwife(tmp)
@@ -712,6 +715,9 @@ def run(rounds: int, duration: int, tmp: Path, servers: list[ServerProc]) -> Non
     print(f"seeded {SEED_TASKS} tasks; sanity checks passed (each call answered correctly once)")
 
     plan = build_plan(tmp, lw, echo, echo_port, aio, aio_port, facts)
+    if only:  # the named calls and the baselines they are paired with
+        keep = only | {t.baseline for t in plan if t.key in only and t.baseline is not None}
+        plan = [t for t in plan if t.key in keep]
     by_key = {t.key: t for t in plan}
     subjects = [t for t in plan if t.baseline is not None]
     per_round = 2 * len(subjects)
@@ -791,7 +797,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, help="rounds of measurements; the median is reported (default 3)")
     p.add_argument("--duration", type=int, help="seconds per measurement (default 5)")
     p.add_argument("--quick", action="store_true", help="smoke run: 1 round of 3 s (unless set explicitly)")
+    p.add_argument(
+        "--only",
+        default="",
+        help=f"comma-separated calls to measure, with their baselines (of: {', '.join(MEASURED)}); default all",
+    )
     args = p.parse_args(argv)
+    only = frozenset(k for k in args.only.split(",") if k)
+    if only - set(MEASURED):
+        p.error(f"--only takes calls from: {', '.join(MEASURED)}")
     rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
     duration = args.duration if args.duration is not None else (3 if args.quick else 5)
     if rounds < 1 or duration < 1:
@@ -804,7 +818,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="lobwife-bench-") as tmp:
             try:
-                run(rounds, duration, Path(tmp), servers)
+                run(rounds, duration, Path(tmp), servers, only)
             finally:
                 for srv in reversed(servers):
                     srv.stop()

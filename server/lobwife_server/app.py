@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sqlite3
@@ -35,6 +36,28 @@ from lobwife_server.system import SystemService
 from lobwife_server.tasks import TaskService
 
 log = logging.getLogger("lobwife")
+
+#: Allocations (net new container objects) between young-generation collections; Python's default is 700.
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def tune_gc() -> None:
+    """Fewer, cheaper garbage collections once start-up is done.
+
+    Every call allocates a few dozen short-lived containers (futures, closures, write
+    records), so at the default threshold the collector ran every ~30 creates, and the
+    objects that survive (cache entries) promote older generations, whose collections
+    walk the whole heap while holding the GIL. Measured under 64 concurrent creates
+    (see bench/README.md): gRPC +7%, HTTP +6-12%; the threshold gives most of it.
+    ``freeze`` moves what start-up built (modules, grpc, aiohttp, the scheduler) out of
+    every later collection's way. It runs once, before SERVING, so its one full pass
+    delays no call.
+    """
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+
 
 #: Largest gRPC message accepted; HTTP bodies have their own bound (Config.max_body_bytes).
 MAX_GRPC_MESSAGE = 4 * 1024 * 1024
@@ -153,6 +176,7 @@ class LobwifeServer:
         # After the ports listen: jobs (and catch-up runs) may call back over HTTP.
         await scheduler.start(file_jobs)
 
+        tune_gc()
         await self._set_health(serving=True)
         self._monitor = asyncio.create_task(self._watch_database())
         log.info(

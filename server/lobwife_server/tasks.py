@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import functools
-import json
 import secrets
 import sqlite3
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from lobwife.v1 import tasks_pb2
 from lobwife_server import task_store as store
 from lobwife_server.errors import failed_precondition, invalid_argument
 from lobwife_server.rpc import CallContext, WireMessage
-from lobwife_server.storage import Database, WriteContext
+from lobwife_server.storage import BatchKind, Database, WriteContext
 from lobwife_server.task_cache import TaskCache
 from lobwife_server.timeutil import to_us
 from lobwife_server.validation import (
@@ -63,12 +63,30 @@ def _estimate(value: int) -> int:
     return value
 
 
+@dataclass(frozen=True, slots=True)
+class _NewTask:
+    """A validated CreateTask: the column values the client gave, in store.CREATE_COLUMNS order."""
+
+    fields: tuple[Any, ...]
+    status: str
+    actor: str | None
+    request_id: str | None
+
+    def row(self, now: int) -> tuple[Any, ...]:
+        """The whole row to insert (store.CREATE_COLUMNS), stamped ``now``."""
+        status = self.status
+        assigned = now if status == "active" else None
+        completed = now if status in store.FINAL_STATUSES else None
+        return (*self.fields, now, now, now, assigned, completed, self.actor, self.request_id)
+
+
 class TaskService:
     def __init__(self, db: Database, feed: ChangeFeed, page_tokens: PageTokens, cache: TaskCache | None = None) -> None:
         self.db = db
         self.feed = feed
         self.tokens = page_tokens
         self.cache = cache or TaskCache()
+        self._create_kind = BatchKind(self._create_one, self._create_many)
 
     @classmethod
     async def create(cls, db: Database) -> TaskService:
@@ -92,44 +110,53 @@ class TaskService:
         request_id = check_text("request_id", req.request_id, MAX_REQUEST_ID)
         actor = check_text("actor", req.actor) if req.HasField("actor") else None
         status = _status_text(req.status) if req.status else "queued"
-        values: dict[str, Any] = {
-            "name": name,
-            "slug": check_text("slug", req.slug) if req.HasField("slug") else None,
-            "type": (check_text("type", req.type) if req.HasField("type") else None) or "swe",
-            "status": status,
-            "priority": (check_text("priority", req.priority) if req.HasField("priority") else None) or "normal",
-            "model": check_text("model", req.model) if req.HasField("model") else None,
-            "assigned_to": check_text("assigned_to", req.assigned_to) if req.HasField("assigned_to") else None,
-            "repos": json.dumps(check_list("repos", req.repos)) if req.repos else None,
-            "discord_thread_id": (
-                check_text("discord_thread_id", req.discord_thread_id) if req.HasField("discord_thread_id") else None
-            ),
-            "estimate_minutes": _estimate(req.estimate_minutes) if req.HasField("estimate_minutes") else None,
-            "requires_qa": 1 if req.requires_qa else 0,
-            "workflow": check_text("workflow", req.workflow) if req.HasField("workflow") else None,
-            "created_by": actor,
-            "request_id": request_id,
-        }
-
-        def write(conn: sqlite3.Connection, wctx: WriteContext) -> tasks_pb2.Task:
-            if request_id is not None:
-                existing = store.find_by_request_id(conn, request_id)
-                if existing is not None:
-                    return existing
-            now = store.now()
-            values.update(created_at=now, updated_at=now, queued_at=now)
-            if status == "active":
-                values["assigned_at"] = now
-            elif status in store.FINAL_STATUSES:
-                values["completed_at"] = now
-            number = store.insert_task(conn, values)
-            event = store.insert_event(conn, number, "created", f"Task created with status={status}", actor, now)
-            task = store.task_from_values(number, values)
-            self._publish(wctx, event, task)
-            return task
-
-        task = await self.db.write(write)
+        # In store.CREATE_COLUMNS order, up to the time stamps the writer adds.
+        fields = (
+            name,
+            check_text("slug", req.slug) if req.HasField("slug") else None,
+            (check_text("type", req.type) if req.HasField("type") else None) or "swe",
+            status,
+            (check_text("priority", req.priority) if req.HasField("priority") else None) or "normal",
+            check_text("model", req.model) if req.HasField("model") else None,
+            check_text("assigned_to", req.assigned_to) if req.HasField("assigned_to") else None,
+            store.dump_list(check_list("repos", req.repos)) if req.repos else None,
+            check_text("discord_thread_id", req.discord_thread_id) if req.HasField("discord_thread_id") else None,
+            _estimate(req.estimate_minutes) if req.HasField("estimate_minutes") else None,
+            1 if req.requires_qa else 0,
+            check_text("workflow", req.workflow) if req.HasField("workflow") else None,
+        )
+        new = _NewTask(fields, status, actor, request_id)
+        if request_id is None:
+            task = await self.db.write_as(self._create_kind, new)
+        else:  # the look-up by request_id stays with its insert: such creates run one by one
+            task = await self.db.write(functools.partial(self._create_one, new=new))
         return tasks_pb2.CreateTaskResponse(task=task)
+
+    def _create_one(self, conn: sqlite3.Connection, wctx: WriteContext, new: _NewTask) -> tasks_pb2.Task:
+        if new.request_id is not None:
+            existing = store.find_by_request_id(conn, new.request_id)
+            if existing is not None:
+                return existing
+        return self._create_many(conn, [(wctx, new)])[0]
+
+    def _create_many(
+        self, conn: sqlite3.Connection, items: list[tuple[WriteContext, _NewTask]]
+    ) -> list[tasks_pb2.Task]:
+        """Insert the tasks, and their created events, with one statement each."""
+        now = store.now()
+        rows = [new.row(now) for _, new in items]
+        first = store.insert_rows(conn, "tasks", store.CREATE_COLUMNS, rows)
+        events = [
+            (first + i, "created", f"Task created with status={new.status}", new.actor, now)
+            for i, (_, new) in enumerate(items)
+        ]
+        first_event = store.insert_rows(conn, "task_events", store.EVENT_INSERT_COLUMNS, events)
+        out: list[tasks_pb2.Task] = []
+        for i, (wctx, _) in enumerate(items):
+            task = store.created_task(first + i, rows[i])
+            self._publish(wctx, store.row_to_event((first_event + i, *events[i])), task)
+            out.append(task)
+        return out
 
     # -- read --------------------------------------------------------------------
 
@@ -209,7 +236,7 @@ class TaskService:
         values: dict[str, Any] = {}
         for n in names:
             if n == "repos":
-                values[n] = json.dumps(check_list("repos", req.repos)) if req.repos else None
+                values[n] = store.dump_list(check_list("repos", req.repos)) if req.repos else None
                 continue
             if not req.HasField(n):  # type: ignore[arg-type]
                 if n == "name":
@@ -355,7 +382,7 @@ class TaskService:
                 conn,
                 number,
                 {
-                    "broker_repos": json.dumps(repos),
+                    "broker_repos": store.dump_list(repos),
                     "broker_status": "active",
                     "broker_registered_at": now,
                     "updated_at": now,

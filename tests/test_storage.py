@@ -1,0 +1,193 @@
+"""The writer's batches, on a real SQLite file: writes of one kind share statements, and nothing changes meaning.
+
+To put several writes in one batch for certain, the first write queued blocks the
+writer thread on an event until the others are queued behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lobwife.v1 import tasks_pb2
+from lobwife_server import task_store
+from lobwife_server.errors import ApiError
+from lobwife_server.migrations import migrate
+from lobwife_server.rpc import CallContext
+from lobwife_server.storage import BatchKind, Database, WriteContext
+from lobwife_server.tasks import TaskService
+
+
+class Recorder:
+    """A BatchKind that inserts names into a table and records how it was called."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+        self.kind: BatchKind[str, int] = BatchKind(self.one, self.many)
+
+    def one(self, conn: sqlite3.Connection, wctx: WriteContext, name: str) -> int:
+        self.calls.append(("one", 1))
+        if name == "bad":
+            raise ValueError("bad name")
+        return task_store.insert_rows(conn, "t", ("name",), [(name,)])
+
+    def many(self, conn: sqlite3.Connection, items: list[tuple[WriteContext, str]]) -> list[int]:
+        self.calls.append(("many", len(items)))
+        if any(name == "bad" for _, name in items):
+            raise ValueError("bad name")
+        first = task_store.insert_rows(conn, "t", ("name",), [(name,) for _, name in items])
+        return [first + i for i in range(len(items))]
+
+
+def _make_table(conn: sqlite3.Connection) -> None:
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL)")
+
+
+async def _open(tmp_path: Path) -> Database:
+    db = Database(tmp_path / "s.db", commit_delay=0)
+    await db.open(_make_table)
+    return db
+
+
+async def _in_one_batch(db: Database, *calls: Any) -> list[Any]:
+    """Run the coroutines' writes in one batch, after a write that holds the writer until they are queued."""
+    release = threading.Event()
+    holding = threading.Event()
+
+    def hold(conn: sqlite3.Connection, wctx: WriteContext) -> None:
+        holding.set()
+        release.wait(5)
+
+    first = asyncio.ensure_future(db.write(hold))
+    await asyncio.to_thread(holding.wait, 5)
+    tasks = [asyncio.ensure_future(c) for c in calls]
+    await asyncio.sleep(0)  # every call queues its write before awaiting it
+    release.set()
+    await first
+    return await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _names(db_path: Path) -> list[tuple[int, str]]:
+    with sqlite3.connect(db_path) as conn:
+        return conn.execute("SELECT id, name FROM t ORDER BY id").fetchall()
+
+
+async def test_writes_of_one_kind_share_one_call_in_order(tmp_path: Path) -> None:
+    db = await _open(tmp_path)
+    rec = Recorder()
+    try:
+        ids = await _in_one_batch(db, *(db.write_as(rec.kind, f"n{i}") for i in range(5)))
+    finally:
+        await db.close()
+    assert rec.calls == [("many", 5)]
+    assert ids == [1, 2, 3, 4, 5]
+    assert _names(tmp_path / "s.db") == [(i + 1, f"n{i}") for i in range(5)]
+
+
+async def test_other_writes_split_the_runs_and_keep_their_place(tmp_path: Path) -> None:
+    db = await _open(tmp_path)
+    rec = Recorder()
+
+    def plain(conn: sqlite3.Connection, wctx: WriteContext) -> int:
+        cur = conn.execute("INSERT INTO t (name) VALUES ('plain')")
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    try:
+        out = await _in_one_batch(
+            db, db.write_as(rec.kind, "a"), db.write_as(rec.kind, "b"), db.write(plain), db.write_as(rec.kind, "c")
+        )
+    finally:
+        await db.close()
+    assert rec.calls == [("many", 2), ("one", 1)]
+    assert out == [1, 2, 3, 4]
+    assert [n for _, n in _names(tmp_path / "s.db")] == ["a", "b", "plain", "c"]
+
+
+async def test_a_failing_write_is_undone_alone(tmp_path: Path) -> None:
+    db = await _open(tmp_path)
+    rec = Recorder()
+    try:
+        out = await _in_one_batch(
+            db, db.write_as(rec.kind, "a"), db.write_as(rec.kind, "bad"), db.write_as(rec.kind, "b")
+        )
+    finally:
+        await db.close()
+    # The shared call failed, so the batch ran again write by write.
+    assert rec.calls == [("many", 3), ("one", 1), ("one", 1), ("one", 1)]
+    assert out[0] == 1 and out[2] == 2
+    assert isinstance(out[1], ValueError)
+    assert [n for _, n in _names(tmp_path / "s.db")] == ["a", "b"]
+
+
+def test_insert_rows_in_chunks_takes_consecutive_ids(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "c.db", isolation_level=None)
+    _make_table(conn)
+    conn.execute("INSERT INTO t (name) VALUES ('before')")
+    conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 3)  # three rows a statement
+    first = task_store.insert_rows(conn, "t", ("name",), [(f"r{i}",) for i in range(8)])
+    assert first == 2
+    assert conn.execute("SELECT id, name FROM t WHERE id >= 2 ORDER BY id").fetchall() == [
+        (i + 2, f"r{i}") for i in range(8)
+    ]
+    with pytest.raises(ValueError):
+        task_store.insert_rows(conn, "t", ("name",), [])
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    "items",
+    [
+        [],
+        ["o/r"],
+        ["a", "b/c", ""],
+        ['quo"te', "back\\slash", "tab\tnew\nline", "\x00\x1f", "é", "日本", "😀", "\u2028"],
+    ],
+)
+def test_dump_list_writes_what_json_dumps_writes(items: list[str]) -> None:
+    assert task_store.dump_list(items) == json.dumps(items)
+    assert json.loads(task_store.dump_list(items)) == items
+
+
+async def test_concurrent_creates_in_one_batch_are_whole_tasks(tmp_path: Path) -> None:
+    """Creates that share statements each get their own id, event and fields, exactly as one by one."""
+    db = Database(tmp_path / "tasks.db", commit_delay=0)
+    await db.open(migrate)
+    svc = await TaskService.create(db)
+    ctx = CallContext("/lobwife.v1.TaskService/CreateTask", "grpc", dict)
+    reqs = [
+        tasks_pb2.CreateTaskRequest(name=f"task {i}", repos=[f"o/r{i}"], actor=f"actor{i}", estimate_minutes=i)
+        for i in range(6)
+    ]
+    reqs[2].status = tasks_pb2.TASK_STATUS_ACTIVE
+    reqs[4].request_id = "req-4"  # creates with a request_id run on their own
+    try:
+        out = await _in_one_batch(db, *(svc.CreateTask(r, ctx) for r in reqs))
+        again = await svc.CreateTask(reqs[4], ctx)
+        more = await _in_one_batch(db, svc.CreateTask(reqs[0], ctx), svc.CreateTask(reqs[1], ctx))
+        events = await db.read(lambda c: c.execute("SELECT task_id, event_type, actor FROM task_events").fetchall())
+        stored = {t.id: t for t in (await db.read(lambda c: task_store.get_tasks(c, list(range(1, 9))))).values()}
+    finally:
+        await db.close()
+    tasks = [r.task for r in out]
+    assert [t.id for t in tasks] == [1, 2, 3, 4, 5, 6]
+    for i, t in enumerate(tasks):
+        assert (t.name, list(t.repos), t.created_by, t.estimate_minutes) == (f"task {i}", [f"o/r{i}"], f"actor{i}", i)
+        assert stored[t.id] == t  # what the call returned is what was stored
+    assert tasks[2].status == tasks_pb2.TASK_STATUS_ACTIVE and tasks[2].HasField("assigned_at")
+    assert not tasks[0].HasField("assigned_at")
+    assert again.task == tasks[4]  # idempotent by request_id
+    assert [r.task.id for r in more if not isinstance(r, ApiError)] == [7, 8]
+    assert sorted(events) == sorted(
+        [(i, "created", f"actor{i - 1}") for i in range(1, 7)]
+        + [
+            (7, "created", "actor0"),
+            (8, "created", "actor1"),
+        ]
+    )
