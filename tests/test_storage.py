@@ -175,15 +175,15 @@ async def test_concurrent_creates_in_one_batch_are_whole_tasks(tmp_path: Path) -
         stored = {t.id: t for t in (await db.read(lambda c: task_store.get_tasks(c, list(range(1, 9))))).values()}
     finally:
         await db.close()
-    tasks = [r.task for r in out]
+    tasks = [r.to_message().task for r in out]
     assert [t.id for t in tasks] == [1, 2, 3, 4, 5, 6]
     for i, t in enumerate(tasks):
         assert (t.name, list(t.repos), t.created_by, t.estimate_minutes) == (f"task {i}", [f"o/r{i}"], f"actor{i}", i)
         assert stored[t.id] == t  # what the call returned is what was stored
     assert tasks[2].status == tasks_pb2.TASK_STATUS_ACTIVE and tasks[2].HasField("assigned_at")
     assert not tasks[0].HasField("assigned_at")
-    assert again.task == tasks[4]  # idempotent by request_id
-    assert [r.task.id for r in more if not isinstance(r, ApiError)] == [7, 8]
+    assert again.to_message().task == tasks[4]  # idempotent by request_id
+    assert [r.to_message().task.id for r in more if not isinstance(r, ApiError)] == [7, 8]
     assert sorted(events) == sorted(
         [(i, "created", f"actor{i - 1}") for i in range(1, 7)]
         + [

@@ -517,7 +517,11 @@ class _Binding:
             req = await self.build_request(request, parts)
             resp = await self.dispatcher.unary(self.method, req, self._ctx(request))
             if isinstance(resp, WireMessage):
-                body = codec.wire_json(resp.base, resp.parts, self.response_body)
+                fresh = resp.messages
+                if fresh is not None and self.response_body in fresh:
+                    body = codec.encode(codec.to_json_obj(fresh[self.response_body]))
+                else:
+                    body = codec.wire_json(resp.base, resp.parts, self.response_body)
             else:
                 body = codec.encode(self.render(resp))
             return web.Response(body=body, status=self.status, headers=_JSON_HEADERS)

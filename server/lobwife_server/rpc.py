@@ -105,14 +105,23 @@ class WireMessage:
       costs a dict lookup instead of a conversion.
 
     ``parts`` maps the name of a message-typed field of ``base`` to the serialized
-    value (a singular field) or values (a repeated field).
+    value (a singular field) or values (a repeated field). ``messages``, when the
+    handler has them, gives the same parts as messages: the gateway then renders
+    those directly and leaves its fragment cache alone (a snapshot just written is
+    new, so caching its JSON would only push out entries that lists reuse).
     """
 
-    __slots__ = ("base", "parts")
+    __slots__ = ("base", "messages", "parts")
 
-    def __init__(self, base: message.Message, parts: Mapping[str, bytes | Sequence[bytes]]) -> None:
+    def __init__(
+        self,
+        base: message.Message,
+        parts: Mapping[str, bytes | Sequence[bytes]],
+        messages: Mapping[str, message.Message] | None = None,
+    ) -> None:
         self.base = base
         self.parts = parts
+        self.messages = messages
 
     def SerializeToString(self) -> bytes:
         # The protobuf method name, so that one serializer takes either kind of response.

@@ -79,10 +79,14 @@ class TaskCache:
             return entry[2]
         return None
 
-    def put(self, task: tasks_pb2.Task, data: bytes | None = None) -> None:
-        """Store a committed snapshot; ``data`` is its serialized form when the caller has it."""
+    def put(self, task: tasks_pb2.Task, data: bytes | None = None, updated_us: int | None = None) -> None:
+        """Store a committed snapshot; ``data`` (its serialized form) and ``updated_us`` when the caller has them."""
         self._seq += 1
-        self._items[task.id] = (to_us(task.updated_at), task, task.SerializeToString() if data is None else data)
+        self._items[task.id] = (
+            to_us(task.updated_at) if updated_us is None else updated_us,
+            task,
+            task.SerializeToString() if data is None else data,
+        )
         self._items.move_to_end(task.id)  # recently written stays longest
         self._evict()
 

@@ -96,16 +96,27 @@ class TaskService:
         last = await db.read(store.max_event_id)
         return cls(db, ChangeFeed(last), PageTokens(secret))
 
-    def _publish(self, wctx: WriteContext, event: tasks_pb2.TaskEvent, task: tasks_pb2.Task) -> None:
+    def _publish(
+        self, wctx: WriteContext, event: tasks_pb2.TaskEvent, task: tasks_pb2.Task
+    ) -> tuple[tasks_pb2.Task, bytes]:
+        """Once the write commits: the new snapshot into the cache, the change to the feed. Returns its bytes.
+
+        Runs in the writer thread, so the snapshot is serialized there, where it was
+        built: the event loop, the busier thread, only files the bytes.
+        """
+        data = task.SerializeToString()
+        updated = to_us(task.updated_at)
+
         def committed() -> None:
-            self.cache.put(task)
+            self.cache.put(task, data, updated)
             self.feed.publish(Change(event, task))
 
         wctx.after_commit(committed)
+        return task, data
 
     # -- create ------------------------------------------------------------------
 
-    async def CreateTask(self, req: tasks_pb2.CreateTaskRequest, ctx: CallContext) -> tasks_pb2.CreateTaskResponse:
+    async def CreateTask(self, req: tasks_pb2.CreateTaskRequest, ctx: CallContext) -> WireMessage:
         name = check_text("name", req.name, MAX_NAME, required=True)
         request_id = check_text("request_id", req.request_id, MAX_REQUEST_ID)
         actor = check_text("actor", req.actor) if req.HasField("actor") else None
@@ -127,22 +138,23 @@ class TaskService:
         )
         new = _NewTask(fields, status, actor, request_id)
         if request_id is None:
-            task = await self.db.write_as(self._create_kind, new)
+            task, data = await self.db.write_as(self._create_kind, new)
         else:  # the look-up by request_id stays with its insert: such creates run one by one
-            task = await self.db.write(functools.partial(self._create_one, new=new))
-        return tasks_pb2.CreateTaskResponse(task=task)
+            task, data = await self.db.write(functools.partial(self._create_one, new=new))
+        # The snapshot's bytes, as the cache keeps them: no copy into a response message.
+        return WireMessage(tasks_pb2.CreateTaskResponse(), {"task": data}, {"task": task})
 
-    def _create_one(self, conn: sqlite3.Connection, wctx: WriteContext, new: _NewTask) -> tasks_pb2.Task:
+    def _create_one(self, conn: sqlite3.Connection, wctx: WriteContext, new: _NewTask) -> tuple[tasks_pb2.Task, bytes]:
         if new.request_id is not None:
             existing = store.find_by_request_id(conn, new.request_id)
             if existing is not None:
-                return existing
+                return existing, existing.SerializeToString()
         return self._create_many(conn, [(wctx, new)])[0]
 
     def _create_many(
         self, conn: sqlite3.Connection, items: list[tuple[WriteContext, _NewTask]]
-    ) -> list[tasks_pb2.Task]:
-        """Insert the tasks, and their created events, with one statement each."""
+    ) -> list[tuple[tasks_pb2.Task, bytes]]:
+        """Insert the tasks, and their created events, with one statement each; the new tasks and their bytes."""
         now = store.now()
         rows = [new.row(now) for _, new in items]
         first = store.insert_rows(conn, "tasks", store.CREATE_COLUMNS, rows)
@@ -151,12 +163,12 @@ class TaskService:
             for i, (_, new) in enumerate(items)
         ]
         first_event = store.insert_rows(conn, "task_events", store.EVENT_INSERT_COLUMNS, events)
-        out: list[tasks_pb2.Task] = []
-        for i, (wctx, _) in enumerate(items):
-            task = store.created_task(first + i, rows[i])
-            self._publish(wctx, store.row_to_event((first_event + i, *events[i])), task)
-            out.append(task)
-        return out
+        return [
+            self._publish(
+                wctx, store.row_to_event((first_event + i, *events[i])), store.created_task(first + i, rows[i])
+            )
+            for i, (wctx, _) in enumerate(items)
+        ]
 
     # -- read --------------------------------------------------------------------
 
