@@ -191,3 +191,45 @@ async def test_concurrent_creates_in_one_batch_are_whole_tasks(tmp_path: Path) -
             (8, "created", "actor1"),
         ]
     )
+
+
+def test_list_task_keys_is_the_plain_query_in_one_step(tmp_path: Path) -> None:
+    """The page's keys, read as one aggregated value, are exactly what ORDER BY id DESC LIMIT selects."""
+    conn = sqlite3.connect(tmp_path / "l.db", isolation_level=None)
+    migrate(conn)
+    statuses = ["queued", "active", "completed"]
+    conn.executemany(
+        "INSERT INTO tasks (name, type, status, created_at, updated_at, queued_at) VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (f"t{i}", "swe" if i % 2 else "qa", statuses[i % 3], 1000 + i, 5_000_000 + (i * 7919) % 1000, 1000 + i)
+            for i in range(300)
+        ],
+    )
+    cases = [
+        (task_store.TaskFilter(), None, 101),
+        (task_store.TaskFilter(status="active"), None, 50),
+        (task_store.TaskFilter(type="qa", status="queued"), 200, 20),
+        (task_store.TaskFilter(created_after_us=1100, created_before_us=1150), None, 500),
+        (task_store.TaskFilter(status="failed"), None, 10),  # no match: empty
+    ]
+    for f, before, limit in cases:
+        where, args = ["1 = 1"], []
+        for col, value in (("status", f.status), ("type", f.type)):
+            if value is not None:
+                where.append(f"{col} = ?")
+                args.append(value)
+        if f.created_after_us is not None:
+            where.append("created_at >= ?")
+            args.append(f.created_after_us)
+        if f.created_before_us is not None:
+            where.append("created_at < ?")
+            args.append(f.created_before_us)
+        if before is not None:
+            where.append("id < ?")
+            args.append(before)
+        expected = conn.execute(
+            f"SELECT id, updated_at FROM tasks WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?", [*args, limit]
+        ).fetchall()
+        assert task_store.list_task_keys(conn, f, before, limit) == expected
+    assert task_store.list_task_keys(conn, task_store.TaskFilter(status="failed"), None, 10) == []
+    conn.close()

@@ -41,21 +41,28 @@ SERVICE_NAMES: tuple[str, ...] = tuple(s.full_name for s in SERVICE_DESCRIPTORS)
 class CallContext:
     """What a handler may know about the call, whatever the transport."""
 
-    __slots__ = ("_metadata", "_metadata_source", "identity", "method", "peer", "transport")
+    __slots__ = ("_metadata", "_metadata_source", "_peer", "identity", "method", "transport")
 
     def __init__(
         self,
         method: str,
         transport: str,
         metadata_source: Callable[[], Mapping[str, str]],
-        peer: str = "",
+        peer: str | Callable[[], str] = "",
     ) -> None:
         self.method = method
         self.transport = transport
-        self.peer = peer
+        self._peer = peer
         self.identity: object | None = None
         self._metadata_source = metadata_source
         self._metadata: Mapping[str, str] | None = None
+
+    @property
+    def peer(self) -> str:
+        """The client's address; asked of the transport on first use (grpc's costs a call into its core)."""
+        if not isinstance(self._peer, str):
+            self._peer = self._peer()
+        return self._peer
 
     @property
     def metadata(self) -> Mapping[str, str]:
@@ -126,13 +133,14 @@ class WireMessage:
     def SerializeToString(self) -> bytes:
         # The protobuf method name, so that one serializer takes either kind of response.
         out = [self.base.SerializeToString()]
+        add = out.append  # pieces joined once: no concatenated copy of each part
         desc: Any = self.base.DESCRIPTOR
         for name, value in self.parts.items():
             tag = _field_tag(desc, name)
-            if isinstance(value, bytes):
-                out.append(tag + _length(len(value)) + value)
-            else:
-                out.extend([tag + _length(len(v)) + v for v in value])
+            for v in (value,) if isinstance(value, bytes) else value:
+                add(tag)
+                add(_length(len(v)))
+                add(v)
         return b"".join(out)
 
     def to_message(self) -> message.Message:
@@ -300,7 +308,7 @@ def _grpc_ctx(m: MethodInfo, context: grpc.aio.ServicerContext[Any, Any]) -> Cal
         md = context.invocation_metadata() or ()
         return {k.lower(): v if isinstance(v, str) else v.decode("latin-1") for k, v in md}
 
-    return CallContext(m.full_name, "grpc", metadata, context.peer())
+    return CallContext(m.full_name, "grpc", metadata, context.peer)
 
 
 def _log_error(m: MethodInfo, ctx: CallContext, e: ApiError) -> None:
