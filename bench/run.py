@@ -201,9 +201,9 @@ def start_lobwife(tmp: Path, timeout: float = 30.0) -> Lobwife:
     raise BenchError("lobwife: could not bind free ports in 3 attempts")
 
 
-def start_baseline(name: str, script: str, tmp: Path) -> tuple[ServerProc, int]:
+def start_baseline(name: str, script: str, tmp: Path, *extra_args: str) -> tuple[ServerProc, int]:
     port_file = tmp / f"{name}.port"
-    cmd = [sys.executable, str(BENCH / script), "--port-file", str(port_file)]
+    cmd = [sys.executable, str(BENCH / script), "--port-file", str(port_file), *extra_args]
     srv = spawn(name, cmd, tmp / f"{name}.log")
     return srv, wait_port_file(srv, port_file)
 
@@ -488,7 +488,14 @@ def measure(t: Target, duration: int, tmp: Path, lw: Lobwife, warmup: bool = Fal
 
 
 def build_plan(
-    tmp: Path, lw: Lobwife, echo: ServerProc, echo_port: int, aio: ServerProc, aio_port: int, facts: SanityFacts
+    tmp: Path,
+    lw: Lobwife,
+    echo: ServerProc,
+    echo_port: int,
+    aio: ServerProc,
+    aio_port: int,
+    facts: SanityFacts,
+    ceiling: tuple[ServerProc, int] | None = None,
 ) -> list[Target]:
     frames = {
         "get": (get_request(), facts.get_frame_bytes),
@@ -503,6 +510,21 @@ def build_plan(
     h = f"{lw.http_url}/api/v1/tasks"
     aio_url = f"http://127.0.0.1:{aio_port}/json"
     echo_min = len(grpc_frame(get_request()))
+    extra: list[Target] = []
+    if ceiling is not None:
+        # The create request, echoed after a durable commit: no target, a yardstick for CreateTask.
+        extra.append(
+            Target(
+                "echo_commit",
+                "echo + durable commit (ceiling)",
+                "gRPC",
+                ceiling[0],
+                f"http://127.0.0.1:{ceiling[1]}{ECHO_METHOD}",
+                frame=paths["create"],
+                min_resp=len(grpc_frame(create_request())),
+                baseline="echo",
+            )
+        )
     return [
         Target(
             "echo",
@@ -570,6 +592,7 @@ def build_plan(
             baseline="aio_post",
             target=0.25,
         ),
+        *extra,
     ]
 
 
@@ -619,8 +642,11 @@ def table(plan: list[Target]) -> list[str]:
         else:
             base = med([x.rate for x in t.paired])
             ratio = med([x.rate for x in s]) / base
-            assert t.target is not None
-            row += [fmt_rate(base), f"{ratio:.2f}", f">= {t.target:.2f}", "PASS" if ratio >= t.target else "FAIL"]
+            if t.target is None:  # a yardstick, not a goal
+                row += [fmt_rate(base), f"{ratio:.2f}", "", ""]
+            else:
+                verdict = "PASS" if ratio >= t.target else "FAIL"
+                row += [fmt_rate(base), f"{ratio:.2f}", f">= {t.target:.2f}", verdict]
         row += [
             str(sum(x.errors for x in s)),
             fmt_pct(med([x.gen_cpu for x in s])),
@@ -696,7 +722,14 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def run(rounds: int, duration: int, tmp: Path, servers: list[ServerProc], only: frozenset[str] = frozenset()) -> None:
+def run(
+    rounds: int,
+    duration: int,
+    tmp: Path,
+    servers: list[ServerProc],
+    only: frozenset[str] = frozenset(),
+    ceiling: bool = False,
+) -> None:
     info = machine_info()
     print("\n".join(info), flush=True)
     lw = start_lobwife(tmp)
@@ -705,6 +738,10 @@ def run(rounds: int, duration: int, tmp: Path, servers: list[ServerProc], only: 
     servers.append(echo)
     aio, aio_port = start_baseline("aiohttp", "aiohttp_server.py", tmp)
     servers.append(aio)
+    commit: tuple[ServerProc, int] | None = None
+    if ceiling:
+        commit = start_baseline("echo_commit", "echo_commit_server.py", tmp, "--db", str(tmp / "echo_commit.db"))
+        servers.append(commit[0])
     print(f"servers: lobwife gRPC {lw.grpc_addr} HTTP {lw.http_url}; echo :{echo_port}; aiohttp :{aio_port}")
 
     seed(lw.grpc_addr, SEED_TASKS)
@@ -714,7 +751,7 @@ def run(rounds: int, duration: int, tmp: Path, servers: list[ServerProc], only: 
     facts = sanity(lw, echo_port, aio_port)
     print(f"seeded {SEED_TASKS} tasks; sanity checks passed (each call answered correctly once)")
 
-    plan = build_plan(tmp, lw, echo, echo_port, aio, aio_port, facts)
+    plan = build_plan(tmp, lw, echo, echo_port, aio, aio_port, facts, commit)
     if only:  # the named calls and the baselines they are paired with
         keep = only | {t.baseline for t in plan if t.key in only and t.baseline is not None}
         plan = [t for t in plan if t.key in keep]
@@ -802,10 +839,15 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help=f"comma-separated calls to measure, with their baselines (of: {', '.join(MEASURED)}); default all",
     )
+    p.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="also measure echo_commit: the echo server committing each call to SQLite first (CreateTask's ceiling)",
+    )
     args = p.parse_args(argv)
     only = frozenset(k for k in args.only.split(",") if k)
-    if only - set(MEASURED):
-        p.error(f"--only takes calls from: {', '.join(MEASURED)}")
+    if only - {*MEASURED, "echo_commit"}:
+        p.error(f"--only takes calls from: {', '.join(MEASURED)} (and echo_commit with --ceiling)")
     rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
     duration = args.duration if args.duration is not None else (3 if args.quick else 5)
     if rounds < 1 or duration < 1:
@@ -818,7 +860,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="lobwife-bench-") as tmp:
             try:
-                run(rounds, duration, Path(tmp), servers, only)
+                run(rounds, duration, Path(tmp), servers, only, args.ceiling or "echo_commit" in only)
             finally:
                 for srv in reversed(servers):
                     srv.stop()
