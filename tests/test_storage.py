@@ -45,6 +45,22 @@ class Recorder:
         return [first + i for i in range(len(items))]
 
 
+class OneStatement(Recorder):
+    """A single-statement kind: records whether it ran inside a transaction; "late" fails after writing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kind = BatchKind(self.one, self.many, single_statement=True)
+        self.in_transaction: list[bool] = []
+
+    def many(self, conn: sqlite3.Connection, items: list[tuple[WriteContext, str]]) -> list[int]:
+        self.in_transaction.append(conn.in_transaction)
+        out = super().many(conn, items)
+        if any(name == "late" for _, name in items):
+            raise RuntimeError("failed after its statement")
+        return out
+
+
 def _make_table(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL)")
 
@@ -126,6 +142,54 @@ async def test_a_failing_write_is_undone_alone(tmp_path: Path) -> None:
     assert [n for _, n in _names(tmp_path / "s.db")] == ["a", "b"]
 
 
+async def test_a_batch_of_one_single_statement_kind_runs_outside_a_transaction(tmp_path: Path) -> None:
+    db = await _open(tmp_path)
+    rec = OneStatement()
+    plain_calls = []
+
+    def plain(conn: sqlite3.Connection, wctx: WriteContext) -> None:
+        plain_calls.append(conn.in_transaction)
+
+    try:
+        ids = await _in_one_batch(db, *(db.write_as(rec.kind, f"n{i}") for i in range(3)))
+        # Mixed with another write, the same kind runs inside the batch's transaction.
+        mixed = await _in_one_batch(db, db.write(plain), db.write_as(rec.kind, "m1"), db.write_as(rec.kind, "m2"))
+    finally:
+        await db.close()
+    assert ids == [1, 2, 3] and mixed[1:] == [4, 5]
+    assert rec.in_transaction == [False, True]
+    assert plain_calls == [True]
+
+
+async def test_a_single_statement_write_that_fails_before_writing_is_retried_alone(tmp_path: Path) -> None:
+    db = await _open(tmp_path)
+    rec = OneStatement()
+    try:
+        out = await _in_one_batch(
+            db, db.write_as(rec.kind, "a"), db.write_as(rec.kind, "bad"), db.write_as(rec.kind, "b")
+        )
+    finally:
+        await db.close()
+    assert rec.calls == [("many", 3), ("one", 1), ("one", 1), ("one", 1)]
+    assert out[0] == 1 and out[2] == 2 and isinstance(out[1], ValueError)
+    assert [n for _, n in _names(tmp_path / "s.db")] == ["a", "b"]
+
+
+async def test_a_single_statement_write_that_fails_after_committing_is_not_run_again(tmp_path: Path) -> None:
+    db = await _open(tmp_path)
+    rec = OneStatement()
+    try:
+        out = await _in_one_batch(db, db.write_as(rec.kind, "x"), db.write_as(rec.kind, "late"))
+        after = await db.write_as(rec.kind, "y")  # the writer goes on
+    finally:
+        await db.close()
+    assert rec.calls == [("many", 2), ("one", 1)]
+    assert all(isinstance(r, ApiError) and "committed" in r.message for r in out)
+    # Written once, never twice: the rows stand as committed.
+    assert [n for _, n in _names(tmp_path / "s.db")] == ["x", "late", "y"]
+    assert after == 3
+
+
 def test_insert_rows_in_chunks_takes_consecutive_ids(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "c.db", isolation_level=None)
     _make_table(conn)
@@ -167,11 +231,20 @@ async def test_concurrent_creates_in_one_batch_are_whole_tasks(tmp_path: Path) -
     ]
     reqs[2].status = tasks_pb2.TASK_STATUS_ACTIVE
     reqs[4].request_id = "req-4"  # creates with a request_id run on their own
+    sub = svc.feed.subscribe()
     try:
         out = await _in_one_batch(db, *(svc.CreateTask(r, ctx) for r in reqs))
         again = await svc.CreateTask(reqs[4], ctx)
         more = await _in_one_batch(db, svc.CreateTask(reqs[0], ctx), svc.CreateTask(reqs[1], ctx))
         events = await db.read(lambda c: c.execute("SELECT task_id, event_type, actor FROM task_events").fetchall())
+        stored_events = await db.read(
+            lambda c: c.execute("SELECT id, task_id, event_type, detail, actor, created_at FROM task_events").fetchall()
+        )
+        published = []
+        while not sub.queue.empty():
+            change = await sub.get()
+            assert change is not None
+            published.append(change)
         stored = {t.id: t for t in (await db.read(lambda c: task_store.get_tasks(c, list(range(1, 9))))).values()}
     finally:
         await db.close()
@@ -184,6 +257,12 @@ async def test_concurrent_creates_in_one_batch_are_whole_tasks(tmp_path: Path) -
     assert not tasks[0].HasField("assigned_at")
     assert again.to_message().task == tasks[4]  # idempotent by request_id
     assert [r.to_message().task.id for r in more if not isinstance(r, ApiError)] == [7, 8]
+    # What the feed carried is exactly what was stored: the same event ids (cursors), in order.
+    assert [(c.event.id, c.event.task_id, c.event.event_type, c.event.detail, c.event.actor) for c in published] == [
+        e[:5] for e in stored_events
+    ]
+    assert [c.task.id for c in published] == [e[1] for e in stored_events]
+    assert all(e[3] == f"Task created with status={'active' if e[1] == 3 else 'queued'}" for e in stored_events)
     assert sorted(events) == sorted(
         [(i, "created", f"actor{i - 1}") for i in range(1, 7)]
         + [

@@ -70,6 +70,12 @@ class BatchKind(Generic[A, T]):
 
     one: Callable[[sqlite3.Connection, WriteContext, A], T]
     many: Callable[[sqlite3.Connection, list[tuple[WriteContext, A]]], list[T]]
+    #: ``one`` and ``many`` change the database with a single statement, their last
+    #: (reads may come before it). A batch made only of writes of this kind then runs
+    #: with no BEGIN and COMMIT: that statement is its own transaction, atomic, and on
+    #: disk when it returns. Two statement steps fewer per batch, each a wait for the
+    #: GIL under load.
+    single_statement: bool = False
 
 
 @dataclass
@@ -244,6 +250,10 @@ class Database:
     @staticmethod
     def _try_batch(conn: sqlite3.Connection, batch: list[_Write], *, isolate: bool) -> bool:
         """Run the batch in one transaction. Without isolation, stop and roll back at the first failure."""
+        if not isolate:
+            kind = batch[0].kind
+            if kind is not None and kind.single_statement and all(w.kind is kind for w in batch):
+                return _run_single_statement(conn, batch)
         conn.execute("BEGIN IMMEDIATE")
         if not isolate:
             try:
@@ -342,6 +352,22 @@ def _run_fast(conn: sqlite3.Connection, batch: list[_Write]) -> None:
             for w, r in zip(group, results, strict=True):
                 w.result = r
         i = j
+
+
+def _run_single_statement(conn: sqlite3.Connection, batch: list[_Write]) -> bool:
+    """Run a batch of one single-statement kind outside a transaction (see BatchKind.single_statement)."""
+    before = conn.total_changes
+    try:
+        _run_fast(conn, batch)
+    except Exception as e:
+        if conn.total_changes == before:
+            return False  # nothing was written: the caller retries write by write
+        # The statement committed and something after it failed: it must not run again.
+        log.exception("write failed after its statement committed")
+        for item in batch:
+            item.error = StorageError(f"write committed, then failed: {e}")
+            item.after_commit.clear()
+    return True
 
 
 def _deliver(batch: list[_Write]) -> None:

@@ -254,8 +254,47 @@ _insert_sql: dict[tuple[Any, ...], str] = {}
 #: The columns CreateTask inserts, in row order: COLUMN_NAMES from name to completed_at,
 #: then created_by and request_id (the broker columns start empty).
 CREATE_COLUMNS = (*COLUMN_NAMES[1:18], "created_by", "request_id")
-EVENT_INSERT_COLUMNS = ("task_id", "event_type", "detail", "actor", "created_at")
 _NO_BROKER = (None, None, None, None)  # broker_repos, broker_status, token_count, broker_registered_at
+
+
+#: The detail of the event that records a task's creation, followed by its status.
+CREATED_DETAIL = "Task created with status="
+
+#: Every task the writer inserts logs its "created" event in the same statement. A TEMP
+#: trigger lives on the connection that made it (the writer's), so tasks inserted by
+#: other means (migrations, tools) log nothing. PostgreSQL would spell the same single
+#: statement as INSERT ... RETURNING inside a WITH, feeding the events insert.
+CREATED_TRIGGER = f"""
+CREATE TEMP TRIGGER IF NOT EXISTS log_task_created AFTER INSERT ON main.tasks
+BEGIN
+    INSERT INTO task_events (task_id, event_type, detail, actor, created_at)
+    VALUES (NEW.id, 'created', '{CREATED_DETAIL}' || NEW.status, NEW.created_by, NEW.created_at);
+END
+"""
+
+_NEXT_EVENT_ID = """
+SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'task_events'), 0),
+           COALESCE((SELECT MAX(id) FROM task_events), 0)) + 1
+"""
+
+
+def insert_created(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> tuple[int, int]:
+    """Insert tasks (CREATE_COLUMNS rows) with one statement; (first task id, first event id).
+
+    Needs CREATED_TRIGGER on the connection: each row's "created" event is inserted
+    by that same statement, so it can run as its own transaction. The ids of both
+    tables are consecutive and in row order (see insert_rows); the events' first id
+    is read before the insert, which is safe because only the writer writes. The
+    statement's change count confirms that every row logged its event.
+    """
+    first_event = int(conn.execute(_NEXT_EVENT_ID).fetchone()[0])
+    before = conn.total_changes
+    if len(rows) * len(CREATE_COLUMNS) > conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER):
+        raise ValueError("too many rows for one statement")
+    first = insert_rows(conn, "tasks", CREATE_COLUMNS, rows)
+    if conn.total_changes - before != 2 * len(rows):
+        raise sqlite3.IntegrityError("a created task did not log its event (is CREATED_TRIGGER installed?)")
+    return first, first_event
 
 
 def created_task(number: int, row: Sequence[Any]) -> tasks_pb2.Task:

@@ -86,13 +86,14 @@ class TaskService:
         self.feed = feed
         self.tokens = page_tokens
         self.cache = cache or TaskCache()
-        self._create_kind = BatchKind(self._create_one, self._create_many)
+        self._create_kind = BatchKind(self._create_one, self._create_many, single_statement=True)
 
     @classmethod
     async def create(cls, db: Database) -> TaskService:
         secret = await db.write(
             lambda c, w: store.get_or_create_secret(c, "page_token_secret", secrets.token_bytes(32))
         )
+        await db.write(lambda c, w: c.execute(store.CREATED_TRIGGER))
         last = await db.read(store.max_event_id)
         return cls(db, ChangeFeed(last), PageTokens(secret))
 
@@ -154,20 +155,19 @@ class TaskService:
     def _create_many(
         self, conn: sqlite3.Connection, items: list[tuple[WriteContext, _NewTask]]
     ) -> list[tuple[tasks_pb2.Task, bytes]]:
-        """Insert the tasks, and their created events, with one statement each; the new tasks and their bytes."""
+        """Insert the tasks, and so their created events, with one statement; the new tasks and their bytes."""
         now = store.now()
         rows = [new.row(now) for _, new in items]
-        first = store.insert_rows(conn, "tasks", store.CREATE_COLUMNS, rows)
-        events = [
-            (first + i, "created", f"Task created with status={new.status}", new.actor, now)
-            for i, (_, new) in enumerate(items)
-        ]
-        first_event = store.insert_rows(conn, "task_events", store.EVENT_INSERT_COLUMNS, events)
+        first, first_event = store.insert_created(conn, rows)
+        publish, event, task = self._publish, store.row_to_event, store.created_task
+        detail = store.CREATED_DETAIL
         return [
-            self._publish(
-                wctx, store.row_to_event((first_event + i, *events[i])), store.created_task(first + i, rows[i])
+            publish(
+                wctx,
+                event((first_event + i, first + i, "created", detail + new.status, new.actor, now)),
+                task(first + i, rows[i]),
             )
-            for i, (wctx, _) in enumerate(items)
+            for i, (wctx, new) in enumerate(items)
         ]
 
     # -- read --------------------------------------------------------------------
