@@ -207,12 +207,14 @@ class Database:
             # Group commit: with concurrent writers, a short wait lets the
             # writes still on their way share this COMMIT's fsync instead of
             # each paying for one (fewer, larger commits also write each index
-            # page once per batch rather than once per write).
-            deadline = time.monotonic() + self.commit_delay if last_size > 1 and self.commit_delay > 0 else 0.0
+            # page once per batch rather than once per write). One sleep, then
+            # take what came: waiting on the queue instead would wake this
+            # thread, and make it wait for the GIL, once per arriving write.
+            if last_size > 1 and self.commit_delay > 0:
+                time.sleep(self.commit_delay)
             while len(batch) < MAX_BATCH:
                 try:
-                    remaining = deadline - time.monotonic()
-                    nxt = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                    nxt = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if nxt is None:
