@@ -31,7 +31,7 @@ class Config:
     log_format: str = "json"
     max_body_bytes: int = 1024 * 1024
     readers: int = 2
-    commit_delay: float = 0.001  # seconds; see storage.DEFAULT_COMMIT_DELAY
+    commit_delay: float = 0.002  # seconds at most; see storage.DEFAULT_COMMIT_DELAY
     jobs_file: Path | None = EXAMPLE_JOBS
     max_concurrent_runs: int = DEFAULT_MAX_CONCURRENT_RUNS
 

@@ -44,9 +44,11 @@ A = TypeVar("A")
 
 #: Most writes one transaction takes; bounds the latency a large batch adds.
 MAX_BATCH = 256
-#: How long the writer may wait for more writes to join a batch, when the
-#: previous batch shows other writers are active. A lone writer never waits.
-DEFAULT_COMMIT_DELAY = 0.001
+#: The longest the writer waits for more writes to join a batch, when the previous
+#: batch shows other writers are active. A lone writer never waits.
+DEFAULT_COMMIT_DELAY = 0.002
+#: It waits in slices of this, and stops at the first slice that brings no write.
+COMMIT_SLICE = 0.0005
 
 
 class StorageError(ApiError):
@@ -207,23 +209,38 @@ class Database:
             # Group commit: with concurrent writers, a short wait lets the
             # writes still on their way share this COMMIT's fsync instead of
             # each paying for one (fewer, larger commits also write each index
-            # page once per batch rather than once per write). One sleep, then
-            # take what came: waiting on the queue instead would wake this
-            # thread, and make it wait for the GIL, once per arriving write.
-            if last_size > 1 and self.commit_delay > 0:
-                time.sleep(self.commit_delay)
-            while len(batch) < MAX_BATCH:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop = True
-                    break
-                batch.append(nxt)
+            # page once per batch rather than once per write). The wait is in
+            # slices, each a sleep and then a drain of the queue: waiting on the
+            # queue itself would wake this thread, and make it wait for the GIL,
+            # once per arriving write. It ends at the first slice that brings
+            # nothing: writes that come in a burst (HTTP clients answered
+            # together send together) are all in by then, and writes that trickle
+            # in (gRPC streams) keep it going up to commit_delay.
+            stop = self._drain(batch)
+            waited = 0.0
+            if last_size > 1:
+                while not stop and waited < self.commit_delay and len(batch) < MAX_BATCH:
+                    time.sleep(COMMIT_SLICE)
+                    waited += COMMIT_SLICE
+                    had = len(batch)
+                    stop = self._drain(batch)
+                    if len(batch) == had:
+                        break
             last_size = len(batch)
             self._run_batch(conn, batch)
         conn.close()
+
+    def _drain(self, batch: list[_Write]) -> bool:
+        """Move what is queued into ``batch`` (up to MAX_BATCH); True when the stop sentinel came."""
+        while len(batch) < MAX_BATCH:
+            try:
+                nxt = self._queue.get_nowait()
+            except queue.Empty:
+                return False
+            if nxt is None:
+                return True
+            batch.append(nxt)
+        return False
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Write]) -> None:
         try:
