@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -80,17 +80,34 @@ class BatchKind(Generic[A, T]):
     single_statement: bool = False
 
 
-@dataclass
 class _Write:
-    fn: Callable[[sqlite3.Connection, WriteContext], Any]
-    future: asyncio.Future[Any]
-    kind: BatchKind[Any, Any] | None = None
-    arg: Any = None
-    # Callbacks to run on the event loop after the batch commits, before the
-    # caller is resumed (used to publish change-feed items in commit order).
-    result: Any = None
-    error: BaseException | None = None
-    after_commit: list[Callable[[], None]] = field(default_factory=list)
+    """One queued write: a function, or an argument for a BatchKind; its outcome once run."""
+
+    __slots__ = ("after_commit", "arg", "error", "fn", "future", "kind", "result")
+
+    def __init__(
+        self,
+        future: asyncio.Future[Any],
+        fn: Callable[[sqlite3.Connection, WriteContext], Any] | None = None,
+        kind: BatchKind[Any, Any] | None = None,
+        arg: Any = None,
+    ) -> None:
+        self.future = future
+        self.fn = fn
+        self.kind = kind
+        self.arg = arg
+        self.result: Any = None
+        self.error: BaseException | None = None
+        # Callbacks to run on the event loop after the batch commits, before the
+        # caller is resumed (used to publish change-feed items in commit order).
+        self.after_commit: list[Callable[[], None]] = []
+
+    def run(self, conn: sqlite3.Connection) -> Any:
+        """Run it alone (``kind.one`` for a batch kind's write)."""
+        if self.kind is not None:
+            return self.kind.one(conn, WriteContext(self), self.arg)
+        assert self.fn is not None
+        return self.fn(conn, WriteContext(self))
 
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -183,7 +200,7 @@ class Database:
             raise StorageError("database is closed")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        item = _Write(fn=fn, future=fut)
+        item = _Write(fut, fn)
         self._queue.put(item)
         return await fut
 
@@ -193,7 +210,7 @@ class Database:
             raise StorageError("database is closed")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Write(fn=_bind(kind, arg), future=fut, kind=kind, arg=arg))
+        self._queue.put(_Write(fut, kind=kind, arg=arg))
         return await fut
 
     def _writer_main(self) -> None:
@@ -287,7 +304,7 @@ class Database:
             item.after_commit.clear()
             conn.execute("SAVEPOINT w")
             try:
-                item.result = item.fn(conn, WriteContext(item))
+                item.result = item.run(conn)
             except Exception as e:
                 conn.execute("ROLLBACK TO w")
                 item.error = e
@@ -338,13 +355,6 @@ class Database:
         return total
 
 
-def _bind(kind: BatchKind[A, T], arg: A) -> Callable[[sqlite3.Connection, WriteContext], T]:
-    def fn(conn: sqlite3.Connection, wctx: WriteContext) -> T:
-        return kind.one(conn, wctx, arg)
-
-    return fn
-
-
 def _run_fast(conn: sqlite3.Connection, batch: list[_Write]) -> None:
     """Run every write of the batch in order; consecutive writes of one kind run as one ``many`` call."""
     i, n = 0, len(batch)
@@ -358,7 +368,7 @@ def _run_fast(conn: sqlite3.Connection, batch: list[_Write]) -> None:
             while j < n and batch[j].kind is kind:
                 j += 1
         if j - i == 1:
-            item.result = item.fn(conn, WriteContext(item))
+            item.result = item.run(conn)
         else:
             group = batch[i:j]
             for w in group[1:]:

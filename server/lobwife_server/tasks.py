@@ -63,7 +63,7 @@ def _estimate(value: int) -> int:
     return value
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _NewTask:
     """A validated CreateTask: the column values the client gave, in store.CREATE_COLUMNS order."""
 

@@ -61,9 +61,11 @@ def check_list(field: str, values: Sequence[str], *, max_items: int = MAX_REPOS,
         raise invalid_argument(field, f"has more than {max_items} items")
     out: list[str] = []
     for i, v in enumerate(values):
-        text = check_text(f"{field}[{i}]", v, limit)
-        if text is None:
-            raise invalid_argument(f"{field}[{i}]", "must not be blank")
+        text = v.strip() if len(v) <= limit else None
+        if not text:  # the item's field name is only spelled out for the error
+            text = check_text(f"{field}[{i}]", v, limit)
+            if text is None:
+                raise invalid_argument(f"{field}[{i}]", "must not be blank")
         out.append(text)
     return out
 
