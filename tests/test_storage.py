@@ -312,3 +312,61 @@ def test_list_task_keys_is_the_plain_query_in_one_step(tmp_path: Path) -> None:
         assert task_store.list_task_keys(conn, f, before, limit) == expected
     assert task_store.list_task_keys(conn, task_store.TaskFilter(status="failed"), None, 10) == []
     conn.close()
+
+
+async def test_unfiltered_pages_from_the_cache_equal_the_query(tmp_path: Path) -> None:
+    """The newest pages, served from the cache when it holds them, are the pages the query gives."""
+    db = Database(tmp_path / "pages.db", commit_delay=0)
+    await db.open(migrate)
+    svc = await TaskService.create(db)
+    ctx = CallContext("/lobwife.v1.TaskService/ListTasks", "grpc", dict)
+
+    async def pages(service: TaskService, size: int) -> list[tuple[list[int], str]]:
+        out, token = [], ""
+        while True:
+            resp = (
+                await service.ListTasks(tasks_pb2.ListTasksRequest(page_size=size, page_token=token), ctx)
+            ).to_message()
+            out.append(([t.id for t in resp.tasks], resp.next_page_token))
+            token = resp.next_page_token
+            if not token:
+                return out
+
+    try:
+        for i in range(0, 250, 50):
+            await asyncio.gather(
+                *(svc.CreateTask(tasks_pb2.CreateTaskRequest(name=f"t{i + j}"), ctx) for j in range(50))
+            )
+        await svc.UpdateTask(tasks_pb2.UpdateTaskRequest(task_id="T240", status=tasks_pb2.TASK_STATUS_ACTIVE), ctx)
+        cold = await TaskService.create(db)  # an empty cache: every page comes from the query
+        warm_pages = await pages(svc, 100)
+        cold_pages = await pages(cold, 100)
+        assert [ids for ids, _ in warm_pages] == [
+            list(range(250, 150, -1)),
+            list(range(150, 50, -1)),
+            list(range(50, 0, -1)),
+        ]
+        assert warm_pages == cold_pages  # the same ids and the same page tokens
+        # The cached bytes are the current versions: the update shows.
+        first = (await svc.ListTasks(tasks_pb2.ListTasksRequest(page_size=20), ctx)).to_message()
+        assert first.tasks[10].id == 240 and first.tasks[10].status == tasks_pb2.TASK_STATUS_ACTIVE
+        # A task missing from the cache sends the page to the query, with the same answer.
+        svc.cache._items.pop(200)
+        assert await pages(svc, 100) == cold_pages
+        # With a filter, the query answers.
+        active = (
+            await svc.ListTasks(tasks_pb2.ListTasksRequest(status=tasks_pb2.TASK_STATUS_ACTIVE), ctx)
+        ).to_message()
+        assert [t.id for t in active.tasks] == [240]
+        assert (await svc.ListTasks(tasks_pb2.ListTasksRequest(page_size=5), ctx)).to_message().tasks[0].id == 250
+    finally:
+        await db.close()
+    # A server that has no task yet lists none.
+    db2 = Database(tmp_path / "empty.db", commit_delay=0)
+    await db2.open(migrate)
+    try:
+        empty = await TaskService.create(db2)
+        resp = (await empty.ListTasks(tasks_pb2.ListTasksRequest(), ctx)).to_message()
+        assert list(resp.tasks) == [] and resp.next_page_token == ""
+    finally:
+        await db2.close()

@@ -79,6 +79,23 @@ class TaskCache:
             return entry[2]
         return None
 
+    def newest(self, top: int, count: int) -> list[tuple[int, bytes]] | None:
+        """Tasks ``top``, ``top - 1``, ... (``count`` of them, down to task 1) as (id, bytes), if all are here.
+
+        With ids handed out in sequence and never deleted, those are exactly the
+        newest tasks at or below ``top``, so an unfiltered page needs no query when
+        the cache holds every one of them; None means some are not cached. Like the
+        reader threads' peeks, it does not reorder the entries.
+        """
+        items = self._items
+        out: list[tuple[int, bytes]] = []
+        for number in range(top, max(0, top - count), -1):
+            entry = items.get(number)
+            if entry is None:
+                return None
+            out.append((number, entry[2]))
+        return out
+
     def put(self, task: tasks_pb2.Task, data: bytes | None = None, updated_us: int | None = None) -> None:
         """Store a committed snapshot; ``data`` (its serialized form) and ``updated_us`` when the caller has them."""
         self._seq += 1

@@ -131,6 +131,9 @@ class TaskFilter:
     def key(self) -> list[object]:
         return [self.status, self.type, self.assigned_to, self.created_after_us, self.created_before_us]
 
+    def is_empty(self) -> bool:
+        return all(v is None for v in self.key())
+
 
 def get_tasks(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, tasks_pb2.Task]:
     out: dict[int, tasks_pb2.Task] = {}
@@ -219,6 +222,11 @@ def changes_after(
     marks = ",".join("?" * len(ids))
     tasks = {r[0]: row_to_task(r) for r in conn.execute(f"SELECT {COLUMNS} FROM tasks WHERE id IN ({marks})", ids)}
     return [(row_to_event(r), tasks[r[1]]) for r in rows if r[1] in tasks]
+
+
+def max_task_id(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT MAX(id) FROM tasks").fetchone()
+    return int(row[0] or 0)
 
 
 def max_event_id(conn: sqlite3.Connection) -> int:

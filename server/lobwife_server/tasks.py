@@ -81,8 +81,17 @@ class _NewTask:
 
 
 class TaskService:
-    def __init__(self, db: Database, feed: ChangeFeed, page_tokens: PageTokens, cache: TaskCache | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        feed: ChangeFeed,
+        page_tokens: PageTokens,
+        cache: TaskCache | None = None,
+        max_task_id: int = 0,
+    ) -> None:
         self.db = db
+        #: The highest task id committed, as far as the event loop has seen (after-commit hooks raise it).
+        self.max_task_id = max_task_id
         self.feed = feed
         self.tokens = page_tokens
         self.cache = cache or TaskCache()
@@ -95,7 +104,8 @@ class TaskService:
         )
         await db.write(lambda c, w: c.execute(store.CREATED_TRIGGER))
         last = await db.read(store.max_event_id)
-        return cls(db, ChangeFeed(last), PageTokens(secret))
+        top = await db.read(store.max_task_id)
+        return cls(db, ChangeFeed(last), PageTokens(secret), max_task_id=top)
 
     def _publish(
         self, wctx: WriteContext, event: tasks_pb2.TaskEvent, task: tasks_pb2.Task
@@ -110,6 +120,8 @@ class TaskService:
 
         def committed() -> None:
             self.cache.put(task, data, updated)
+            if task.id > self.max_task_id:
+                self.max_task_id = task.id
             self.feed.publish(Change(event, task))
 
         wctx.after_commit(committed)
@@ -194,6 +206,14 @@ class TaskService:
             created_before_us=to_us(req.created_before) if req.HasField("created_before") else None,
         )
         before = self.tokens.parse(req.page_token, "tasks", f.key())
+        if f.is_empty():
+            # The newest tasks, unfiltered (a dashboard's first view): ids are sequential
+            # and never deleted, so when the cache holds every task of the page (and the
+            # one after it, to know whether there is a next page) no query is needed.
+            top = self.max_task_id if before is None else min(self.max_task_id, before - 1)
+            cached = self.cache.newest(top, size + 1)
+            if cached is not None:
+                return self._task_page(f, cached, size)
         peek = self.cache.peek_bytes
 
         def read(conn: sqlite3.Connection) -> tuple[list[tuple[int, bytes]], list[tuple[tasks_pb2.Task, bytes]]]:
@@ -215,6 +235,10 @@ class TaskService:
         rows, fetched = await self.db.read(read)
         for t, data in fetched:
             self.cache.fill(t, mark, data)
+        return self._task_page(f, rows, size)
+
+    def _task_page(self, f: store.TaskFilter, rows: list[tuple[int, bytes]], size: int) -> WireMessage:
+        """A page from up to size + 1 (id, bytes) rows, newest first: the extra row says there is a next page."""
         base = tasks_pb2.ListTasksResponse()
         if len(rows) > size:
             base.next_page_token = self.tokens.make("tasks", f.key(), rows[size - 1][0])
