@@ -236,6 +236,10 @@ async def test_concurrent_creates_in_one_batch_are_whole_tasks(tmp_path: Path) -
         out = await _in_one_batch(db, *(svc.CreateTask(r, ctx) for r in reqs))
         again = await svc.CreateTask(reqs[4], ctx)
         more = await _in_one_batch(db, svc.CreateTask(reqs[0], ctx), svc.CreateTask(reqs[1], ctx))
+        # Another change between creates, then creates in a row: the event ids stay right.
+        await svc.CreateTaskEvent(tasks_pb2.CreateTaskEventRequest(task_id="T1", event_type="progress"), ctx)
+        third = await _in_one_batch(db, svc.CreateTask(reqs[3], ctx), svc.CreateTask(reqs[5], ctx))
+        fourth = await _in_one_batch(db, svc.CreateTask(reqs[0], ctx), svc.CreateTask(reqs[1], ctx))
         events = await db.read(lambda c: c.execute("SELECT task_id, event_type, actor FROM task_events").fetchall())
         stored_events = await db.read(
             lambda c: c.execute("SELECT id, task_id, event_type, detail, actor, created_at FROM task_events").fetchall()
@@ -245,7 +249,7 @@ async def test_concurrent_creates_in_one_batch_are_whole_tasks(tmp_path: Path) -
             change = await sub.get()
             assert change is not None
             published.append(change)
-        stored = {t.id: t for t in (await db.read(lambda c: task_store.get_tasks(c, list(range(1, 9))))).values()}
+        stored = {t.id: t for t in (await db.read(lambda c: task_store.get_tasks(c, list(range(1, 13))))).values()}
     finally:
         await db.close()
     tasks = [r.to_message().task for r in out]
@@ -259,17 +263,23 @@ async def test_concurrent_creates_in_one_batch_are_whole_tasks(tmp_path: Path) -
     assert [r.to_message().task.id for r in more if not isinstance(r, ApiError)] == [7, 8]
     # What the feed carried is exactly what was stored: the same event ids (cursors), in order.
     assert [(c.event.id, c.event.task_id, c.event.event_type, c.event.detail, c.event.actor) for c in published] == [
-        e[:5] for e in stored_events
+        (e[0], e[1], e[2], e[3] or "", e[4] or "")
+        for e in stored_events  # unset is "" in a message
     ]
     assert [c.task.id for c in published] == [e[1] for e in stored_events]
-    assert all(e[3] == f"Task created with status={'active' if e[1] == 3 else 'queued'}" for e in stored_events)
-    assert sorted(events) == sorted(
-        [(i, "created", f"actor{i - 1}") for i in range(1, 7)]
-        + [
-            (7, "created", "actor0"),
-            (8, "created", "actor1"),
-        ]
+    assert all(
+        e[3] == f"Task created with status={'active' if e[1] == 3 else 'queued'}"
+        for e in stored_events
+        if e[2] == "created"
     )
+    assert [r.to_message().task.id for r in third + fourth] == [9, 10, 11, 12]
+    assert sorted(events, key=str) == sorted(
+        [(i, "created", f"actor{i - 1}") for i in range(1, 7)]
+        + [(7, "created", "actor0"), (8, "created", "actor1"), (1, "progress", None)]
+        + [(9, "created", "actor3"), (10, "created", "actor5"), (11, "created", "actor0"), (12, "created", "actor1")],
+        key=str,
+    )
+    assert [e[0] for e in stored_events] == list(range(1, 14))
 
 
 def test_list_task_keys_is_the_plain_query_in_one_step(tmp_path: Path) -> None:

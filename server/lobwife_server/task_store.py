@@ -287,16 +287,19 @@ SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'task_events')
 """
 
 
-def insert_created(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> tuple[int, int]:
+def insert_created(
+    conn: sqlite3.Connection, rows: Sequence[Sequence[Any]], next_event: int | None = None
+) -> tuple[int, int]:
     """Insert tasks (CREATE_COLUMNS rows) with one statement; (first task id, first event id).
 
     Needs CREATED_TRIGGER on the connection: each row's "created" event is inserted
     by that same statement, so it can run as its own transaction. The ids of both
     tables are consecutive and in row order (see insert_rows); the events' first id
-    is read before the insert, which is safe because only the writer writes. The
-    statement's change count confirms that every row logged its event.
+    is read before the insert (``next_event`` when the caller knows it), which is
+    safe because only the writer writes. The statement's change count confirms that
+    every row logged its event.
     """
-    first_event = int(conn.execute(_NEXT_EVENT_ID).fetchone()[0])
+    first_event = int(conn.execute(_NEXT_EVENT_ID).fetchone()[0]) if next_event is None else next_event
     before = conn.total_changes
     if len(rows) * len(CREATE_COLUMNS) > conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER):
         raise ValueError("too many rows for one statement")
