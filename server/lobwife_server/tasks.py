@@ -28,7 +28,7 @@ from lobwife_server.validation import (
     parse_task_number,
     task_not_found,
 )
-from lobwife_server.watch import Change, ChangeFeed
+from lobwife_server.watch import ChangeFeed
 
 # Fields of UpdateTaskRequest that are not task fields; an HTTP PATCH body's
 # keys become the mask, so these may appear in it and are passed over.
@@ -125,7 +125,7 @@ class TaskService:
             self.cache.put(task, data, updated)
             if task.id > self.max_task_id:
                 self.max_task_id = task.id
-            self.feed.publish(Change(event, task))
+            self.feed.publish_event(event, task)
 
         wctx.after_commit(committed)
         return task, data

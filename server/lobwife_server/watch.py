@@ -10,20 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
 
 from lobwife.v1 import tasks_pb2
 from lobwife_server import metrics
 
 
-@dataclass(frozen=True, slots=True)
 class Change:
-    event: tasks_pb2.TaskEvent
-    task: tasks_pb2.Task
+    """A task event and the task as it stood after it; the event's id is the cursor."""
 
-    @property
-    def cursor(self) -> int:
-        return self.event.id
+    __slots__ = ("cursor", "event", "task")
+
+    def __init__(self, event: tasks_pb2.TaskEvent, task: tasks_pb2.Task) -> None:
+        self.event = event
+        self.task = task
+        self.cursor: int = event.id
 
 
 _CLOSED = object()
@@ -83,6 +83,13 @@ class ChangeFeed:
         self.last_cursor = max(self.last_cursor, change.cursor)
         for sub in self._subs:
             sub.offer(change)
+
+    def publish_event(self, event: tasks_pb2.TaskEvent, task: tasks_pb2.Task) -> None:
+        """Publish (event, task); with no stream open, only the cursor moves (no Change is made)."""
+        if self._subs:
+            self.publish(Change(event, task))
+        elif event.id > self.last_cursor:
+            self.last_cursor = event.id
 
     def subscribe(self) -> Subscription:
         sub = Subscription(self, self._queue_size)
