@@ -17,15 +17,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import queue
-import signal
 import sqlite3
 import threading
 from pathlib import Path
 
 import grpc
-
-SERVICE = "bench.Echo"
-METHOD = "Echo"
+from echo_server import serve_handler  # this folder: run as a script, beside it
 
 Item = tuple[asyncio.Future[bytes], bytes]
 
@@ -78,28 +75,7 @@ async def serve(host: str, port: int, port_file: Path | None, db: Path) -> None:
         writer.queue.put((fut, request))
         return await fut
 
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", 4 * 1024 * 1024),
-            ("grpc.max_send_message_length", 4 * 1024 * 1024),
-            ("grpc.so_reuseport", 0),
-        ]
-    )
-    handler = grpc.unary_unary_rpc_method_handler(echo)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {METHOD: handler}),))
-    bound = server.add_insecure_port(f"{host}:{port}")
-    if bound == 0:
-        raise OSError(f"cannot bind {host}:{port}")
-    await server.start()
-    if port_file is not None:
-        tmp = port_file.with_suffix(".tmp")
-        tmp.write_text(str(bound))
-        tmp.rename(port_file)
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await server.stop(1.0)
+    await serve_handler(echo, host, port, port_file)
     writer.queue.put(None)
     await asyncio.to_thread(writer.thread.join)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
@@ -28,6 +29,16 @@ async def echo(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) 
 
 
 async def serve(host: str, port: int, port_file: Path | None) -> None:
+    await serve_handler(echo, host, port, port_file)
+
+
+async def serve_handler(
+    handler: Callable[[bytes, grpc.aio.ServicerContext[bytes, bytes]], Awaitable[bytes]],
+    host: str,
+    port: int,
+    port_file: Path | None,
+) -> None:
+    """Serve ``handler`` as /bench.Echo/Echo until SIGTERM or SIGINT (also used by echo_commit_server.py)."""
     # Same message-size options as lobwife, so neither side gets a cheaper path.
     server = grpc.aio.server(
         options=[
@@ -36,8 +47,8 @@ async def serve(host: str, port: int, port_file: Path | None) -> None:
             ("grpc.so_reuseport", 0),
         ]
     )
-    handler = grpc.unary_unary_rpc_method_handler(echo)  # no deserializer: request and response stay bytes
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {METHOD: handler}),))
+    method = grpc.unary_unary_rpc_method_handler(handler)  # no deserializer: request and response stay bytes
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {METHOD: method}),))
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"cannot bind {host}:{port}")

@@ -126,16 +126,17 @@ async def test_other_writes_split_the_runs_and_keep_their_place(tmp_path: Path) 
     assert [n for _, n in _names(tmp_path / "s.db")] == ["a", "b", "plain", "c"]
 
 
-async def test_a_failing_write_is_undone_alone(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", [Recorder, OneStatement], ids=["in-a-transaction", "single-statement"])
+async def test_a_failing_write_is_undone_alone(tmp_path: Path, kind: type[Recorder]) -> None:
+    """The shared call fails before writing anything, so the batch runs again write by write."""
     db = await _open(tmp_path)
-    rec = Recorder()
+    rec = kind()
     try:
         out = await _in_one_batch(
             db, db.write_as(rec.kind, "a"), db.write_as(rec.kind, "bad"), db.write_as(rec.kind, "b")
         )
     finally:
         await db.close()
-    # The shared call failed, so the batch ran again write by write.
     assert rec.calls == [("many", 3), ("one", 1), ("one", 1), ("one", 1)]
     assert out[0] == 1 and out[2] == 2
     assert isinstance(out[1], ValueError)
@@ -159,20 +160,6 @@ async def test_a_batch_of_one_single_statement_kind_runs_outside_a_transaction(t
     assert ids == [1, 2, 3] and mixed[1:] == [4, 5]
     assert rec.in_transaction == [False, True]
     assert plain_calls == [True]
-
-
-async def test_a_single_statement_write_that_fails_before_writing_is_retried_alone(tmp_path: Path) -> None:
-    db = await _open(tmp_path)
-    rec = OneStatement()
-    try:
-        out = await _in_one_batch(
-            db, db.write_as(rec.kind, "a"), db.write_as(rec.kind, "bad"), db.write_as(rec.kind, "b")
-        )
-    finally:
-        await db.close()
-    assert rec.calls == [("many", 3), ("one", 1), ("one", 1), ("one", 1)]
-    assert out[0] == 1 and out[2] == 2 and isinstance(out[1], ValueError)
-    assert [n for _, n in _names(tmp_path / "s.db")] == ["a", "b"]
 
 
 async def test_a_single_statement_write_that_fails_after_committing_is_not_run_again(tmp_path: Path) -> None:
