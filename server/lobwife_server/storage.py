@@ -9,14 +9,15 @@ others), and COMMITs the batch once. Only after that COMMIT returns are the
 callers' futures resolved, so an acknowledged write has reached the disk.
 
 Writes of one kind that meet in a batch can share statements (``BatchKind``):
-64 concurrent creates become one multi-row INSERT of tasks and one of events
-instead of 128 statements. Every statement step releases and re-takes the GIL,
-and under load the event loop holds it, so each step costs the writer a wait;
-fewer steps mean shorter batches and less GIL traffic for the loop.
+64 concurrent creates become one multi-row INSERT (a trigger logs their events)
+instead of 128 statements, run as its own transaction. Every statement step
+releases and re-takes the GIL, and under load the event loop holds it, so each
+step costs the writer a wait; fewer steps mean shorter batches and less GIL
+traffic for the loop.
 
-Reads run on a small thread pool, each thread with its own read-only
-connection; WAL lets them proceed while the writer commits. Nothing here runs
-SQLite on the event loop.
+Reads run on a few reader threads fed by a queue, each thread with its own
+read-only connection; WAL lets them proceed while the writer commits. Nothing
+here runs SQLite on the event loop.
 """
 
 from __future__ import annotations
