@@ -704,3 +704,19 @@ def test_fragment_cache_is_content_addressed_and_bounded(monkeypatch: pytest.Mon
         codec.wire_json(base, {"tasks": [t.SerializeToString()]}, "tasks")
     assert len(frags.items) <= 3
     assert frags.size == sum(len(k) + len(v) for k, v in frags.items.items())
+
+
+def test_single_part_is_encoded_as_the_message_would_be() -> None:
+    from lobwife_server.rpc import WireMessage, single_part
+
+    task = _wire_tasks()[0]
+    data = task.SerializeToString()
+    wire = single_part(tasks_pb2.CreateTaskResponse(), "task", data, task)
+    assert wire.encoded is not None
+    assert wire.SerializeToString() == tasks_pb2.CreateTaskResponse(task=task).SerializeToString()
+    assert wire.SerializeToString() == WireMessage(tasks_pb2.CreateTaskResponse(), {"task": data}).SerializeToString()
+    assert wire.to_message() == tasks_pb2.CreateTaskResponse(task=task)
+    assert wire.messages == {"task": task}
+    assert codec.wire_json(wire.base, wire.parts, "task") == codec.encode(
+        codec.field_to_json(wire.to_message(), "task")
+    )

@@ -367,3 +367,83 @@ async def test_unfiltered_pages_from_the_cache_equal_the_query(tmp_path: Path) -
         assert list(resp.tasks) == [] and resp.next_page_token == ""
     finally:
         await db2.close()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"name": "plain"},
+        {
+            "name": "full",
+            "slug": "s",
+            "type": "t",
+            "status": "active",
+            "priority": "high",
+            "model": "m",
+            "assigned_to": "bob",
+            "repos": ["a/b", "c/d"],
+            "discord_thread_id": "d",
+            "estimate_minutes": 5,
+            "requires_qa": 1,
+            "workflow": "w",
+            "created_by": "me",
+        },
+        {"name": "done", "status": "completed", "estimate_minutes": 0, "repos": []},
+        {"name": "zero time", "at": 0},
+        {"name": "old time", "at": -1_234_567},
+    ],
+)
+def test_created_task_is_what_reading_the_stored_row_gives(tmp_path: Path, fields: dict[str, Any]) -> None:
+    """The snapshot a create answers with, built from its row, equals the task read back from SQLite."""
+    conn = sqlite3.connect(tmp_path / "t.db", isolation_level=None)
+    migrate(conn)
+    conn.execute(task_store.CREATED_TRIGGER)
+    at = fields.get("at", task_store.now())
+    status = fields.get("status", "queued")
+    repos = fields.get("repos")
+    values = {
+        **{c: None for c in task_store.CREATE_COLUMNS},
+        "type": "swe",
+        "status": status,
+        "priority": "normal",
+        "requires_qa": 0,
+        **{k: v for k, v in fields.items() if k not in ("at", "repos")},
+        "repos": task_store.dump_list(repos) if repos else None,
+        "created_at": at,
+        "updated_at": at,
+        "queued_at": at,
+        "assigned_at": at if status == "active" else None,
+        "completed_at": at if status in task_store.FINAL_STATUSES else None,
+    }
+    row = tuple(values[c] for c in task_store.CREATE_COLUMNS)
+    first, _ = task_store.insert_created(conn, [row])
+    stored = task_store.get_task(conn, first)
+    assert stored is not None
+    for given in (None, repos):  # from the row's JSON text, or from the list it was made from
+        made = task_store.created_task(first, row, given)
+        assert made == stored
+        assert made.SerializeToString() == stored.SerializeToString()
+    conn.close()
+
+
+async def test_creates_with_no_stream_open_still_move_the_feed_cursor(tmp_path: Path) -> None:
+    """With nobody watching no change is made, but the cursor a new stream starts from is the last event."""
+    db = Database(tmp_path / "tasks.db", commit_delay=0)
+    await db.open(migrate)
+    svc = await TaskService.create(db)
+    ctx = CallContext("/lobwife.v1.TaskService/CreateTask", "grpc", dict)
+    try:
+        reqs = [tasks_pb2.CreateTaskRequest(name=f"task {i}") for i in range(3)]
+        await _in_one_batch(db, *(svc.CreateTask(r, ctx) for r in reqs))
+        last = await db.read(task_store.max_event_id)
+        assert not svc.feed.watched
+        assert svc.feed.last_cursor == last
+        sub = svc.feed.subscribe()
+        assert svc.feed.watched
+        await svc.CreateTask(tasks_pb2.CreateTaskRequest(name="watched"), ctx)
+        change = await asyncio.wait_for(sub.get(), 5)
+        assert change is not None
+        assert (change.cursor, change.task.name, change.event.event_type) == (last + 1, "watched", "created")
+        sub.close()
+    finally:
+        await db.close()

@@ -49,21 +49,46 @@ _NB = len(RPC_BUCKETS)
 _BOUND_TEXT: tuple[str, ...] = tuple(floatToGoString(b) for b in RPC_BUCKETS)  # type: ignore[no-untyped-call]
 
 
+class CallMeter:
+    """The counts and latencies of one method over one transport.
+
+    The dispatcher makes one per (method, transport) at start-up, so a call costs
+    no key building or look-up beyond its status code. Series appear in /metrics
+    once their first call is seen, as with labelled prometheus_client metrics.
+    """
+
+    __slots__ = ("_codes", "_hist", "_key")
+
+    def __init__(self, service: str, method: str, transport: str) -> None:
+        short = _short.get(service)
+        if short is None:
+            short = _short[service] = service.rsplit(".", 1)[-1]
+        self._key = (short, method, transport)
+        self._codes: dict[str, list[float]] = {}
+        self._hist: list[float] | None = None
+
+    def observe(self, code: str, seconds: float) -> None:
+        c = self._codes.get(code)
+        if c is None:
+            c = self._codes[code] = _stats.counts.setdefault((*self._key, code), [0, time.time()])
+        c[0] += 1
+        h = self._hist
+        if h is None:
+            h = self._hist = _stats.hists.setdefault(self._key, [0] * (_NB + 1) + [0.0, time.time()])
+        h[bisect.bisect_left(RPC_BUCKETS, seconds)] += 1  # non-cumulative here; summed at scrape time
+        h[_NB + 1] += seconds
+
+
+_meters: dict[tuple[str, str, str], CallMeter] = {}
+
+
 def observe_call(service: str, method: str, transport: str, code: str, seconds: float) -> None:
-    short = _short.get(service)
-    if short is None:
-        short = _short[service] = service.rsplit(".", 1)[-1]
-    key = (short, method, transport, code)
-    c = _stats.counts.get(key)
-    if c is None:
-        c = _stats.counts[key] = [0, time.time()]
-    c[0] += 1
-    hkey = (short, method, transport)
-    h = _stats.hists.get(hkey)
-    if h is None:
-        h = _stats.hists[hkey] = [0] * (_NB + 1) + [0.0, time.time()]
-    h[bisect.bisect_left(RPC_BUCKETS, seconds)] += 1  # non-cumulative here; summed at scrape time
-    h[_NB + 1] += seconds
+    """One call's outcome, for callers without a CallMeter of their own."""
+    key = (service, method, transport)
+    meter = _meters.get(key)
+    if meter is None:
+        meter = _meters[key] = CallMeter(service, method, transport)
+    meter.observe(code, seconds)
 
 
 class _CallCollector(Collector):

@@ -94,6 +94,7 @@ class MethodInfo:
     response_type: type[message.Message]
     server_streaming: bool
     impl: Callable[..., Any] | None
+    meters: Mapping[str, metrics.CallMeter]
 
 
 class WireMessage:
@@ -118,20 +119,26 @@ class WireMessage:
     new, so caching its JSON would only push out entries that lists reuse).
     """
 
-    __slots__ = ("base", "messages", "parts")
+    __slots__ = ("base", "encoded", "messages", "parts")
 
     def __init__(
         self,
         base: message.Message,
         parts: Mapping[str, bytes | Sequence[bytes]],
         messages: Mapping[str, message.Message] | None = None,
+        encoded: bytes | None = None,
     ) -> None:
         self.base = base
         self.parts = parts
         self.messages = messages
+        #: The whole response's encoding, when whoever built it already made it
+        #: (see :func:`single_part`); else it is assembled on demand.
+        self.encoded = encoded
 
     def SerializeToString(self) -> bytes:
         # The protobuf method name, so that one serializer takes either kind of response.
+        if self.encoded is not None:
+            return self.encoded
         out = [self.base.SerializeToString()]
         add = out.append  # pieces joined once: no concatenated copy of each part
         desc: Any = self.base.DESCRIPTOR
@@ -151,6 +158,18 @@ class WireMessage:
 
 
 Response = message.Message | WireMessage
+
+
+def single_part(base: message.Message, name: str, data: bytes, msg: message.Message | None = None) -> WireMessage:
+    """A response whose only set field is the message field ``name``, given as ``data``, encoded now.
+
+    For a thread that builds responses off the event loop (the storage writer does,
+    for creates): the loop is then left with nothing to assemble. ``base`` must be
+    empty, and is not copied: a shared instance that nobody mutates is fine.
+    """
+    encoded = b"".join((_field_tag(base.DESCRIPTOR, name), _length(len(data)), data))
+    return WireMessage(base, {name: data}, None if msg is None else {name: msg}, encoded)
+
 
 _tags: dict[tuple[Any, str], bytes] = {}
 _lengths: dict[int, bytes] = {}
@@ -188,6 +207,10 @@ UnaryImpl = Callable[[Any, CallContext], Awaitable[Response]]
 StreamImpl = Callable[[Any, CallContext], AsyncIterator[message.Message]]
 
 
+#: The transports a CallContext names; each method gets a metrics.CallMeter for each.
+TRANSPORTS = ("grpc", "http")
+
+
 class Dispatcher:
     def __init__(self, implementations: Mapping[str, object], authorizer: Authorizer | None = None) -> None:
         self.authorizer: Authorizer = authorizer or AllowAll()
@@ -205,6 +228,7 @@ class Dispatcher:
                     response_type=message_factory.GetMessageClass(m.output_type),
                     server_streaming=m.server_streaming,
                     impl=impl,
+                    meters={t: metrics.CallMeter(svc.full_name, m.name, t) for t in TRANSPORTS},
                 )
                 self.methods[info.full_name] = info
 
@@ -214,7 +238,8 @@ class Dispatcher:
         try:
             if m.impl is None:
                 raise unimplemented(m.full_name)
-            self.authorizer.authorize(m, ctx)
+            if type(self.authorizer) is not AllowAll:  # the default allows all: no call into it
+                self.authorizer.authorize(m, ctx)
             result: Response = await m.impl(request, ctx)
             return result
         except ApiError as e:
@@ -226,7 +251,7 @@ class Dispatcher:
             log.exception("unhandled error in %s", m.full_name, extra={"method": m.full_name})
             raise internal() from e
         finally:
-            metrics.observe_call(m.service, m.name, ctx.transport, code, time.perf_counter() - start)
+            m.meters[ctx.transport].observe(code, time.perf_counter() - start)
 
     async def stream(self, m: MethodInfo, request: message.Message, ctx: CallContext) -> AsyncIterator[message.Message]:
         code = "OK"
@@ -234,7 +259,8 @@ class Dispatcher:
         try:
             if m.impl is None:
                 raise unimplemented(m.full_name)
-            self.authorizer.authorize(m, ctx)
+            if type(self.authorizer) is not AllowAll:
+                self.authorizer.authorize(m, ctx)
             async for item in m.impl(request, ctx):
                 yield item
         except ApiError as e:
@@ -246,7 +272,7 @@ class Dispatcher:
             log.exception("unhandled error in %s", m.full_name, extra={"method": m.full_name})
             raise internal() from e
         finally:
-            metrics.observe_call(m.service, m.name, ctx.transport, code, time.perf_counter() - start)
+            m.meters[ctx.transport].observe(code, time.perf_counter() - start)
 
     def grpc_handlers(self) -> list[grpc.GenericRpcHandler[Any, Any]]:
         by_service: dict[str, dict[str, grpc.RpcMethodHandler[Any, Any]]] = {}
@@ -265,7 +291,7 @@ class Dispatcher:
         if m.server_streaming:
 
             async def stream_handler(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-                ctx = _grpc_ctx(m, context)
+                ctx = _GrpcCallContext(m.full_name, context)
                 try:
                     async for item in dispatcher.stream(m, _parse(parse, raw), ctx):
                         yield item
@@ -275,9 +301,12 @@ class Dispatcher:
             return grpc.unary_stream_rpc_method_handler(stream_handler, response_serializer=serialize)
 
         async def unary_handler(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            ctx = _grpc_ctx(m, context)
             try:
-                return await dispatcher.unary(m, _parse(parse, raw), ctx)
+                # dispatcher.unary turns anything its method raises into an ApiError,
+                # so a DecodeError here can only be this request's.
+                return await dispatcher.unary(m, parse(raw), _GrpcCallContext(m.full_name, context))
+            except message.DecodeError as e:
+                await _abort(context, _undecodable(e))
             except ApiError as e:
                 await _abort(context, e)
 
@@ -293,8 +322,12 @@ def _parse(parse: Callable[[bytes], message.Message], raw: bytes) -> message.Mes
     try:
         return parse(raw)
     except message.DecodeError as e:
-        # The decoder names the problem (e.g. "String field had bad UTF-8") but not the field.
-        raise invalid_argument("request", f"cannot be parsed: {str(e).rpartition(': ')[2]}") from None
+        raise _undecodable(e) from None
+
+
+def _undecodable(e: message.DecodeError) -> ApiError:
+    # The decoder names the problem (e.g. "String field had bad UTF-8") but not the field.
+    return invalid_argument("request", f"cannot be parsed: {str(e).rpartition(': ')[2]}")
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], e: ApiError) -> None:
@@ -303,12 +336,33 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], e: ApiError) -> No
     await context.abort(status.code, status.details, status.trailing_metadata)
 
 
-def _grpc_ctx(m: MethodInfo, context: grpc.aio.ServicerContext[Any, Any]) -> CallContext:
-    def metadata() -> Mapping[str, str]:
-        md = context.invocation_metadata() or ()
-        return {k.lower(): v if isinstance(v, str) else v.decode("latin-1") for k, v in md}
+class _GrpcCallContext(CallContext):
+    """A CallContext over a grpc.aio call: metadata and peer are asked of grpc only when used."""
 
-    return CallContext(m.full_name, "grpc", metadata, context.peer)
+    __slots__ = ("_context",)
+
+    def __init__(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        # No super().__init__: this runs on every gRPC call, and the base's sources are not used.
+        self.method = method
+        self.transport = "grpc"
+        self.identity = None
+        self._metadata = None
+        self._peer = ""
+        self._context = context
+
+    @property
+    def peer(self) -> str:
+        peer = self._peer
+        if not isinstance(peer, str) or not peer:
+            peer = self._peer = self._context.peer()
+        return peer
+
+    @property
+    def metadata(self) -> Mapping[str, str]:
+        if self._metadata is None:
+            md = self._context.invocation_metadata() or ()
+            self._metadata = {k.lower(): v if isinstance(v, str) else v.decode("latin-1") for k, v in md}
+        return self._metadata
 
 
 def _log_error(m: MethodInfo, ctx: CallContext, e: ApiError) -> None:

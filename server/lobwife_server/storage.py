@@ -210,8 +210,8 @@ class Database:
         """Like :meth:`write` for ``kind.one(conn, wctx, arg)``; may share statements with others of its kind."""
         if self._closed:
             raise StorageError("database is closed")
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[T] = loop.create_future()
+        assert self._loop is not None  # set by open(); the loop every caller runs on
+        fut: asyncio.Future[T] = self._loop.create_future()
         self._queue.put(_Write(fut, kind=kind, arg=arg))
         return await fut
 

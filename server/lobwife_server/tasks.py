@@ -12,7 +12,7 @@ from typing import Any
 from lobwife.v1 import tasks_pb2
 from lobwife_server import task_store as store
 from lobwife_server.errors import failed_precondition, invalid_argument
-from lobwife_server.rpc import CallContext, WireMessage
+from lobwife_server.rpc import CallContext, WireMessage, single_part
 from lobwife_server.storage import BatchKind, Database, WriteContext
 from lobwife_server.task_cache import TaskCache
 from lobwife_server.timeutil import to_us
@@ -47,6 +47,8 @@ _OUTPUT_ONLY = frozenset(
 )
 _TIMESTAMP_FIELDS = frozenset({"queued_at", "assigned_at", "completed_at"})
 _EVENTS_PAGE_MAX = 1000
+#: The empty base of every CreateTask response; shared, so never mutated.
+_CREATE_RESPONSE = tasks_pb2.CreateTaskResponse()
 _WATCH_REPLAY_PAGE = 500
 
 
@@ -71,6 +73,7 @@ class _NewTask:
     status: str
     actor: str | None
     request_id: str | None
+    repos: list[str] | None  # the list that fields holds as JSON text
 
     def row(self, now: int) -> tuple[Any, ...]:
         """The whole row to insert (store.CREATE_COLUMNS), stamped ``now``."""
@@ -138,6 +141,7 @@ class TaskService:
         actor = check_text("actor", req.actor) if req.HasField("actor") else None
         status = _status_text(req.status) if req.status else "queued"
         # In store.CREATE_COLUMNS order, up to the time stamps the writer adds.
+        repos = check_list("repos", req.repos) if req.repos else None
         fields = (
             name,
             check_text("slug", req.slug) if req.HasField("slug") else None,
@@ -146,31 +150,34 @@ class TaskService:
             (check_text("priority", req.priority) if req.HasField("priority") else None) or "normal",
             check_text("model", req.model) if req.HasField("model") else None,
             check_text("assigned_to", req.assigned_to) if req.HasField("assigned_to") else None,
-            store.dump_list(check_list("repos", req.repos)) if req.repos else None,
+            store.dump_list(repos) if repos else None,
             check_text("discord_thread_id", req.discord_thread_id) if req.HasField("discord_thread_id") else None,
             _estimate(req.estimate_minutes) if req.HasField("estimate_minutes") else None,
             1 if req.requires_qa else 0,
             check_text("workflow", req.workflow) if req.HasField("workflow") else None,
         )
-        new = _NewTask(fields, status, actor, request_id)
+        new = _NewTask(fields, status, actor, request_id, repos)
+        # The writer answers with the whole response, encoded (see _create_many).
         if request_id is None:
-            task, data = await self.db.write_as(self._create_kind, new)
-        else:  # the look-up by request_id stays with its insert: such creates run one by one
-            task, data = await self.db.write(functools.partial(self._create_one, new=new))
-        # The snapshot's bytes, as the cache keeps them: no copy into a response message.
-        return WireMessage(tasks_pb2.CreateTaskResponse(), {"task": data}, {"task": task})
+            return await self.db.write_as(self._create_kind, new)
+        # The look-up by request_id stays with its insert: such creates run one by one.
+        return await self.db.write(functools.partial(self._create_one, new=new))
 
-    def _create_one(self, conn: sqlite3.Connection, wctx: WriteContext, new: _NewTask) -> tuple[tasks_pb2.Task, bytes]:
+    def _create_one(self, conn: sqlite3.Connection, wctx: WriteContext, new: _NewTask) -> WireMessage:
         if new.request_id is not None:
             existing = store.find_by_request_id(conn, new.request_id)
             if existing is not None:
-                return existing, existing.SerializeToString()
+                return single_part(_CREATE_RESPONSE, "task", existing.SerializeToString(), existing)
         return self._create_many(conn, [(wctx, new)])[0]
 
-    def _create_many(
-        self, conn: sqlite3.Connection, items: list[tuple[WriteContext, _NewTask]]
-    ) -> list[tuple[tasks_pb2.Task, bytes]]:
-        """Insert the tasks, and so their created events, with one statement; the new tasks and their bytes."""
+    def _create_many(self, conn: sqlite3.Connection, items: list[tuple[WriteContext, _NewTask]]) -> list[WireMessage]:
+        """Insert the tasks, and so their created events, with one statement; the responses, encoded.
+
+        Everything per task that can be done here is: this thread is otherwise
+        waiting for the disk, while the event loop is the busier thread. The
+        snapshots reach the cache and the change feed through one after-commit
+        hook for the whole group.
+        """
         now = store.now()
         rows = [new.row(now) for _, new in items]
         # The next event id is known without a query (one statement step fewer, each a
@@ -182,16 +189,39 @@ class TaskService:
         hint = known[1] if known is not None and known[0] == conn.total_changes else None
         first, first_event = store.insert_created(conn, rows, hint)
         self._next_event = None if conn.in_transaction else (conn.total_changes, first_event + len(rows))
-        publish, event, task = self._publish, store.row_to_event, store.created_task
+        make = store.created_task
+        snapshots: list[tuple[tasks_pb2.Task, bytes]] = []
+        out: list[WireMessage] = []
+        for i, (_, new) in enumerate(items):
+            task = make(first + i, rows[i], new.repos)
+            data = task.SerializeToString()
+            snapshots.append((task, data))
+            out.append(single_part(_CREATE_RESPONSE, "task", data, task))
+        # On the first write of the group: its hooks run before any caller of the batch resumes.
+        items[0][0].after_commit(functools.partial(self._created, snapshots, rows, first_event, now))
+        return out
+
+    def _created(
+        self, snapshots: list[tuple[tasks_pb2.Task, bytes]], rows: list[tuple[Any, ...]], first_event: int, now: int
+    ) -> None:
+        """After a group of creates commits (event loop): snapshots into the cache, changes to the feed."""
+        put = self.cache.put
+        for task, data in snapshots:
+            put(task, data, now)  # a new task's updated_at is its created_at, `now`
+        top = snapshots[-1][0].id
+        if top > self.max_task_id:
+            self.max_task_id = top
+        feed = self.feed
+        last_event = first_event + len(snapshots) - 1
+        if not feed.watched:  # no stream to tell: no event messages to make, only the cursor moves
+            feed.skip_to(last_event)
+            return
+        event = store.row_to_event
         detail = store.CREATED_DETAIL
-        return [
-            publish(
-                wctx,
-                event((first_event + i, first + i, "created", detail + new.status, new.actor, now)),
-                task(first + i, rows[i]),
-            )
-            for i, (wctx, new) in enumerate(items)
-        ]
+        for i, (task, _) in enumerate(snapshots):
+            # CREATE_COLUMNS: status is column 3, created_by (the actor) column 17.
+            row = rows[i]
+            feed.publish_event(event((first_event + i, task.id, "created", detail + row[3], row[17], now)), task)
 
     # -- read --------------------------------------------------------------------
 

@@ -79,6 +79,16 @@ class ChangeFeed:
         self._subs: set[Subscription] = set()
         self.closed = False
 
+    @property
+    def watched(self) -> bool:
+        """Whether any stream is open (a writer may skip making changes nobody would get)."""
+        return bool(self._subs)
+
+    def skip_to(self, cursor: int) -> None:
+        """Changes up to ``cursor`` were committed while no stream was open: only the cursor moves."""
+        if cursor > self.last_cursor:
+            self.last_cursor = cursor
+
     def publish(self, change: Change) -> None:
         self.last_cursor = max(self.last_cursor, change.cursor)
         for sub in self._subs:
