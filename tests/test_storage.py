@@ -7,6 +7,7 @@ writer thread on an event until the others are queued behind it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sqlite3
 import threading
@@ -72,7 +73,11 @@ async def _open(tmp_path: Path) -> Database:
 
 
 async def _in_one_batch(db: Database, *calls: Any) -> list[Any]:
-    """Run the coroutines' writes in one batch, after a write that holds the writer until they are queued."""
+    """Run the calls' writes in one batch, after a write that holds the writer until they are queued.
+
+    A call is a coroutine (it queues its write when first run) or a function that
+    queues one when called (``lambda: db.write_as(...)``: Database.write queues at once).
+    """
     release = threading.Event()
     holding = threading.Event()
 
@@ -82,7 +87,7 @@ async def _in_one_batch(db: Database, *calls: Any) -> list[Any]:
 
     first = asyncio.ensure_future(db.write(hold))
     await asyncio.to_thread(holding.wait, 5)
-    tasks = [asyncio.ensure_future(c) for c in calls]
+    tasks = [asyncio.ensure_future(c() if callable(c) else c) for c in calls]
     await asyncio.sleep(0)  # every call queues its write before awaiting it
     release.set()
     await first
@@ -98,7 +103,7 @@ async def test_writes_of_one_kind_share_one_call_in_order(tmp_path: Path) -> Non
     db = await _open(tmp_path)
     rec = Recorder()
     try:
-        ids = await _in_one_batch(db, *(db.write_as(rec.kind, f"n{i}") for i in range(5)))
+        ids = await _in_one_batch(db, *(functools.partial(db.write_as, rec.kind, f"n{i}") for i in range(5)))
     finally:
         await db.close()
     assert rec.calls == [("many", 5)]
@@ -152,9 +157,14 @@ async def test_a_batch_of_one_single_statement_kind_runs_outside_a_transaction(t
         plain_calls.append(conn.in_transaction)
 
     try:
-        ids = await _in_one_batch(db, *(db.write_as(rec.kind, f"n{i}") for i in range(3)))
+        ids = await _in_one_batch(db, *(functools.partial(db.write_as, rec.kind, f"n{i}") for i in range(3)))
         # Mixed with another write, the same kind runs inside the batch's transaction.
-        mixed = await _in_one_batch(db, db.write(plain), db.write_as(rec.kind, "m1"), db.write_as(rec.kind, "m2"))
+        mixed = await _in_one_batch(
+            db,
+            functools.partial(db.write, plain),
+            functools.partial(db.write_as, rec.kind, "m1"),
+            functools.partial(db.write_as, rec.kind, "m2"),
+        )
     finally:
         await db.close()
     assert ids == [1, 2, 3] and mixed[1:] == [4, 5]
@@ -166,7 +176,9 @@ async def test_a_single_statement_write_that_fails_after_committing_is_not_run_a
     db = await _open(tmp_path)
     rec = OneStatement()
     try:
-        out = await _in_one_batch(db, db.write_as(rec.kind, "x"), db.write_as(rec.kind, "late"))
+        out = await _in_one_batch(
+            db, functools.partial(db.write_as, rec.kind, "x"), functools.partial(db.write_as, rec.kind, "late")
+        )
         after = await db.write_as(rec.kind, "y")  # the writer goes on
     finally:
         await db.close()

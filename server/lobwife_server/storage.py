@@ -196,24 +196,27 @@ class Database:
 
     # -- writes -----------------------------------------------------------------
 
-    async def write(self, fn: Callable[[sqlite3.Connection, WriteContext], T]) -> T:
-        """Run ``fn`` in the writer thread inside a transaction; return after COMMIT."""
-        if self._closed:
-            raise StorageError("database is closed")
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[T] = loop.create_future()
-        item = _Write(fut, fn)
-        self._queue.put(item)
-        return await fut
+    # write and write_as return the future itself rather than awaiting it in a
+    # coroutine of their own: callers await it all the same, with one coroutine
+    # frame fewer on every write.
 
-    async def write_as(self, kind: BatchKind[A, T], arg: A) -> T:
+    def write(self, fn: Callable[[sqlite3.Connection, WriteContext], T]) -> asyncio.Future[T]:
+        """Run ``fn`` in the writer thread inside a transaction; the future resolves after COMMIT."""
+        return self._enqueue(_Write(self._new_future(), fn))
+
+    def write_as(self, kind: BatchKind[A, T], arg: A) -> asyncio.Future[T]:
         """Like :meth:`write` for ``kind.one(conn, wctx, arg)``; may share statements with others of its kind."""
+        return self._enqueue(_Write(self._new_future(), kind=kind, arg=arg))
+
+    def _new_future(self) -> asyncio.Future[Any]:
         if self._closed:
             raise StorageError("database is closed")
-        assert self._loop is not None  # set by open(); the loop every caller runs on
-        fut: asyncio.Future[T] = self._loop.create_future()
-        self._queue.put(_Write(fut, kind=kind, arg=arg))
-        return await fut
+        assert self._loop is not None  # set by open(): the loop every caller runs on
+        return self._loop.create_future()
+
+    def _enqueue(self, item: _Write) -> asyncio.Future[Any]:
+        self._queue.put(item)
+        return item.future
 
     def _writer_main(self) -> None:
         conn = self._writer_conn

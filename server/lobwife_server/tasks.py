@@ -136,25 +136,27 @@ class TaskService:
     # -- create ------------------------------------------------------------------
 
     async def CreateTask(self, req: tasks_pb2.CreateTaskRequest, ctx: CallContext) -> WireMessage:
+        # A blank text is an absent one (check_text), so a field's truthiness is test
+        # enough: no HasField call per field, on every create.
         name = check_text("name", req.name, MAX_NAME, required=True)
-        request_id = check_text("request_id", req.request_id, MAX_REQUEST_ID)
-        actor = check_text("actor", req.actor) if req.HasField("actor") else None
+        request_id = check_text("request_id", v, MAX_REQUEST_ID) if (v := req.request_id) else None
+        actor = check_text("actor", v) if (v := req.actor) else None
         status = _status_text(req.status) if req.status else "queued"
-        # In store.CREATE_COLUMNS order, up to the time stamps the writer adds.
         repos = check_list("repos", req.repos) if req.repos else None
+        # In store.CREATE_COLUMNS order, up to the time stamps the writer adds.
         fields = (
             name,
-            check_text("slug", req.slug) if req.HasField("slug") else None,
-            (check_text("type", req.type) if req.HasField("type") else None) or "swe",
+            check_text("slug", v) if (v := req.slug) else None,
+            (check_text("type", v) if (v := req.type) else None) or "swe",
             status,
-            (check_text("priority", req.priority) if req.HasField("priority") else None) or "normal",
-            check_text("model", req.model) if req.HasField("model") else None,
-            check_text("assigned_to", req.assigned_to) if req.HasField("assigned_to") else None,
+            (check_text("priority", v) if (v := req.priority) else None) or "normal",
+            check_text("model", v) if (v := req.model) else None,
+            check_text("assigned_to", v) if (v := req.assigned_to) else None,
             store.dump_list(repos) if repos else None,
-            check_text("discord_thread_id", req.discord_thread_id) if req.HasField("discord_thread_id") else None,
-            _estimate(req.estimate_minutes) if req.HasField("estimate_minutes") else None,
+            check_text("discord_thread_id", v) if (v := req.discord_thread_id) else None,
+            _estimate(req.estimate_minutes) if req.HasField("estimate_minutes") else None,  # 0 is a value
             1 if req.requires_qa else 0,
-            check_text("workflow", req.workflow) if req.HasField("workflow") else None,
+            check_text("workflow", v) if (v := req.workflow) else None,
         )
         new = _NewTask(fields, status, actor, request_id, repos)
         # The writer answers with the whole response, encoded (see _create_many).
