@@ -94,6 +94,13 @@ async def _in_one_batch(db: Database, *calls: Any) -> list[Any]:
     return await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def _task_service(tmp_path: Path, method: str) -> tuple[Database, TaskService, CallContext]:
+    """A TaskService on a fresh database that commits at once, and a context for calling ``method``."""
+    db = Database(tmp_path / "tasks.db", commit_delay=0)
+    await db.open(migrate)
+    return db, await TaskService.create(db), CallContext(f"/lobwife.v1.TaskService/{method}", "grpc", dict)
+
+
 def _names(db_path: Path) -> list[tuple[int, str]]:
     with sqlite3.connect(db_path) as conn:
         return conn.execute("SELECT id, name FROM t ORDER BY id").fetchall()
@@ -220,10 +227,7 @@ def test_dump_list_writes_what_json_dumps_writes(items: list[str]) -> None:
 
 async def test_concurrent_creates_in_one_batch_are_whole_tasks(tmp_path: Path) -> None:
     """Creates that share statements each get their own id, event and fields, exactly as one by one."""
-    db = Database(tmp_path / "tasks.db", commit_delay=0)
-    await db.open(migrate)
-    svc = await TaskService.create(db)
-    ctx = CallContext("/lobwife.v1.TaskService/CreateTask", "grpc", dict)
+    db, svc, ctx = await _task_service(tmp_path, "CreateTask")
     reqs = [
         tasks_pb2.CreateTaskRequest(name=f"task {i}", repos=[f"o/r{i}"], actor=f"actor{i}", estimate_minutes=i)
         for i in range(6)
@@ -325,10 +329,7 @@ def test_list_task_keys_is_the_plain_query_in_one_step(tmp_path: Path) -> None:
 
 async def test_unfiltered_pages_from_the_cache_equal_the_query(tmp_path: Path) -> None:
     """The newest pages, served from the cache when it holds them, are the pages the query gives."""
-    db = Database(tmp_path / "pages.db", commit_delay=0)
-    await db.open(migrate)
-    svc = await TaskService.create(db)
-    ctx = CallContext("/lobwife.v1.TaskService/ListTasks", "grpc", dict)
+    db, svc, ctx = await _task_service(tmp_path, "ListTasks")
 
     async def pages(service: TaskService, size: int) -> list[tuple[list[int], str]]:
         out, token = [], ""
@@ -440,10 +441,7 @@ def test_created_task_is_what_reading_the_stored_row_gives(tmp_path: Path, field
 
 async def test_creates_with_no_stream_open_still_move_the_feed_cursor(tmp_path: Path) -> None:
     """With nobody watching no change is made, but the cursor a new stream starts from is the last event."""
-    db = Database(tmp_path / "tasks.db", commit_delay=0)
-    await db.open(migrate)
-    svc = await TaskService.create(db)
-    ctx = CallContext("/lobwife.v1.TaskService/CreateTask", "grpc", dict)
+    db, svc, ctx = await _task_service(tmp_path, "CreateTask")
     try:
         reqs = [tasks_pb2.CreateTaskRequest(name=f"task {i}") for i in range(3)]
         await _in_one_batch(db, *(svc.CreateTask(r, ctx) for r in reqs))
