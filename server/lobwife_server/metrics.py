@@ -79,18 +79,6 @@ class CallMeter:
         h[_NB + 1] += seconds
 
 
-_meters: dict[tuple[str, str, str], CallMeter] = {}
-
-
-def observe_call(service: str, method: str, transport: str, code: str, seconds: float) -> None:
-    """One call's outcome, for callers without a CallMeter of their own."""
-    key = (service, method, transport)
-    meter = _meters.get(key)
-    if meter is None:
-        meter = _meters[key] = CallMeter(service, method, transport)
-    meter.observe(code, seconds)
-
-
 class _CallCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         calls = CounterMetricFamily(

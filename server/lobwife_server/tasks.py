@@ -200,11 +200,12 @@ class TaskService:
             snapshots.append((task, data))
             out.append(single_part(_CREATE_RESPONSE, "task", data, task))
         # On the first write of the group: its hooks run before any caller of the batch resumes.
-        items[0][0].after_commit(functools.partial(self._created, snapshots, rows, first_event, now))
+        news = [new for _, new in items]
+        items[0][0].after_commit(functools.partial(self._created, snapshots, news, first_event, now))
         return out
 
     def _created(
-        self, snapshots: list[tuple[tasks_pb2.Task, bytes]], rows: list[tuple[Any, ...]], first_event: int, now: int
+        self, snapshots: list[tuple[tasks_pb2.Task, bytes]], news: list[_NewTask], first_event: int, now: int
     ) -> None:
         """After a group of creates commits (event loop): snapshots into the cache, changes to the feed."""
         put = self.cache.put
@@ -220,10 +221,8 @@ class TaskService:
             return
         event = store.row_to_event
         detail = store.CREATED_DETAIL
-        for i, (task, _) in enumerate(snapshots):
-            # CREATE_COLUMNS: status is column 3, created_by (the actor) column 17.
-            row = rows[i]
-            feed.publish_event(event((first_event + i, task.id, "created", detail + row[3], row[17], now)), task)
+        for i, ((task, _), new) in enumerate(zip(snapshots, news, strict=True)):
+            feed.publish_event(event((first_event + i, task.id, "created", detail + new.status, new.actor, now)), task)
 
     # -- read --------------------------------------------------------------------
 

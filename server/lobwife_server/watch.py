@@ -98,8 +98,8 @@ class ChangeFeed:
         """Publish (event, task); with no stream open, only the cursor moves (no Change is made)."""
         if self._subs:
             self.publish(Change(event, task))
-        elif event.id > self.last_cursor:
-            self.last_cursor = event.id
+        else:
+            self.skip_to(event.id)
 
     def subscribe(self) -> Subscription:
         sub = Subscription(self, self._queue_size)
