@@ -40,6 +40,16 @@ bench/SCHEDULER.md). Not ``asyncio.create_subprocess_exec`` either: on Python 3.
 holding stdout would hide the main process's exit; here the exit and the end of output are told
 apart. Works on asyncio and uvloop.
 
+The gate: no process without a record
+-------------------------------------
+What Popen starts is ``/bin/sh`` holding the job at a gate (:data:`GATE_SCRIPT`): it waits for one
+line on a pipe whose write end only the server holds, then execs the job's command in place (same
+pid, same process group, stdin back on /dev/null). The line is written only after ``on_start`` has
+durably recorded the pid and group. A server killed before that closes the pipe, and the shell exits
+without running anything; so a run recorded ``pending`` never ran its command, and a run whose
+command ran is on record with the group to end. (Errors exec would give, such as command not found,
+are found beforehand by :func:`_precheck`, so they are still reported as such.)
+
 Crash recovery (the policy :func:`resolve_stale_run` implements)
 ----------------------------------------------------------------
 When a run starts the scheduler records, durably and before waiting (``on_start``), its pid, its
@@ -68,6 +78,7 @@ import inspect
 import io
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -76,7 +87,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from subprocess import DEVNULL, PIPE, STDOUT
+from subprocess import PIPE, STDOUT
 from typing import Literal
 
 log = logging.getLogger("lobwife.runner")
@@ -105,8 +116,7 @@ class RunSpec:
     """What to run and within which limits.
 
     ``argv[0]`` is looked up on the job's ``PATH`` when it has no slash. An executable file without a
-    ``#!`` line is an ``error`` on asyncio but run by ``/bin/sh`` on uvloop (libuv follows ``execvp``);
-    give scripts a ``#!`` line, or run them as ``["sh", "-c", ...]``. ``timeout`` None means no
+    ``#!`` line is an ``error`` (give scripts a ``#!`` line, or run them as ``["sh", "-c", ...]``). ``timeout`` None means no
     limit. ``eof_grace`` is how long the rest of the group may keep running (and holding the output
     pipe) after the main process exited, before it is killed.
     """
@@ -510,18 +520,69 @@ class _Child:
             self._proto.pipe_connection_lost(1, None)
 
 
-async def _spawn(loop: asyncio.AbstractEventLoop, proto: _RunProtocol, spec: RunSpec, env: dict[str, str]) -> _Child:
-    """Start the child off the event loop.
+#: The gate a child waits at before its command: ``sh`` reads one line from its stdin (a pipe whose
+#: write end only the server holds), then execs the command in place (same pid, same group) with
+#: stdin back on /dev/null. EOF instead of the line (the server died, or gave up on the start)
+#: makes it exit 125 without running anything.
+GATE_SCRIPT = 'read -r _ || exit 125; exec </dev/null; exec "$@"'
+#: sh exports PWD on its own; the job's environment is exactly what build_env made.
+GATE_SCRIPT_NO_PWD = "unset PWD; " + GATE_SCRIPT
+GATE_SHELL = "/bin/sh"
+#: The reason recorded for a run that a dead server left pending: the gate guarantees its command never ran.
+NEVER_STARTED = "lobwife stopped before the run started; its command did not run"
+
+
+def _precheck(spec: RunSpec, env: Mapping[str, str]) -> None:
+    """Raises the error exec would give, since the gate shell (not the command) is what Popen starts.
+
+    The same checks execvp makes, in the same order: working directory, lookup on the job's
+    PATH, execute permission, and a format the kernel runs (an ELF or a ``#!`` script; without
+    this check the gate shell would run a file with neither as a shell script).
+    """
+    if spec.cwd is not None and not spec.cwd.is_dir():
+        raise FileNotFoundError(errno.ENOENT, "working directory not found", str(spec.cwd))
+    prog = spec.argv[0]
+    if "/" in prog:
+        path: str | None = os.path.join(str(spec.cwd) if spec.cwd is not None else os.getcwd(), prog)
+        assert path is not None
+        if not os.path.exists(path):
+            raise FileNotFoundError(errno.ENOENT, "not found", prog)
+    else:
+        path = shutil.which(prog, mode=os.F_OK, path=env.get("PATH", DEFAULT_PATH))
+        if path is None:
+            raise FileNotFoundError(errno.ENOENT, "not found", prog)
+        path = shutil.which(prog, mode=os.F_OK | os.X_OK, path=env.get("PATH", DEFAULT_PATH)) or path
+    if os.path.isdir(path) or not os.access(path, os.X_OK):
+        raise PermissionError(errno.EACCES, "permission denied", prog)
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError:
+        return  # executable but not readable: exec may still run it
+    if magic[:2] != b"#!" and magic != b"\x7fELF":
+        raise OSError(errno.ENOEXEC, "exec format error", prog)
+
+
+async def _spawn(
+    loop: asyncio.AbstractEventLoop, proto: _RunProtocol, spec: RunSpec, env: dict[str, str]
+) -> tuple[_Child, int]:
+    """Start the child off the event loop, held at the gate; returns it and the gate's write end.
 
     uvloop's subprocess_exec forks the whole server on the loop thread: about 7 ms per start at
     100 MB RSS, growing with RSS, so simultaneous jobs started one after another. subprocess.Popen
     uses vfork (no copy of the parent's memory) and runs in a worker thread here.
+
+    The gate closes the window between a process starting and its pid being on record: until
+    the caller writes the line (after recording the pid), the command has not run, so a server
+    killed in that window leaves no unsupervised job behind.
     """
+    await asyncio.to_thread(_precheck, spec, env)
+    gate_r, gate_w = os.pipe()  # both close-on-exec; Popen dups gate_r onto the child's stdin
     popen = asyncio.ensure_future(
         asyncio.to_thread(
             subprocess.Popen,
-            list(spec.argv),
-            stdin=DEVNULL,
+            [GATE_SHELL, "-c", GATE_SCRIPT if "PWD" in env else GATE_SCRIPT_NO_PWD, "lobwife-gate", *spec.argv],
+            stdin=gate_r,
             stdout=PIPE,
             stderr=STDOUT,
             cwd=spec.cwd,
@@ -534,18 +595,36 @@ async def _spawn(loop: asyncio.AbstractEventLoop, proto: _RunProtocol, spec: Run
         # Shielded: a cancel (shutdown) while Popen runs must not lose the child it starts.
         proc = await asyncio.shield(popen)
     except asyncio.CancelledError:
+        os.close(gate_w)
         with contextlib.suppress(Exception):
             _abandon(await popen)
         raise
+    except BaseException:
+        os.close(gate_w)
+        raise
+    finally:
+        with contextlib.suppress(Exception):
+            await popen  # the worker thread is done with gate_r only once Popen returned
+        os.close(gate_r)
     child = _Child(loop, proc, proto)
     try:
         child.start()
     except BaseException:
+        os.close(gate_w)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
         child.close()  # closes its fds and reaps the child once it has gone
         raise
-    return child
+    return child, gate_w
+
+
+def _open_gate(gate_w: int) -> None:
+    try:
+        os.write(gate_w, b"go\n")
+    except OSError:
+        pass  # the child is gone already (killed): its exit is seen as usual
+    finally:
+        os.close(gate_w)
 
 
 def _abandon(proc: subprocess.Popen[bytes]) -> None:
@@ -634,7 +713,7 @@ async def run(spec: RunSpec, *, on_start: OnStart | None = None, on_output: OnOu
     env = build_env(spec.env)
     try:
         _check_exec_strings(spec.argv, env)
-        transport = await _spawn(loop, proto, spec, env)
+        transport, gate = await _spawn(loop, proto, spec, env)
     except (OSError, ValueError) as exc:  # ValueError: e.g. a NUL byte in argv or env
         return RunResult(
             status="error",
@@ -655,10 +734,15 @@ async def run(spec: RunSpec, *, on_start: OnStart | None = None, on_output: OnOu
     notes: list[str] = []
     try:
         try:
-            if on_start is not None:
-                pending_start = on_start(pid, pgid)
-                if inspect.isawaitable(pending_start):
-                    await pending_start
+            try:
+                if on_start is not None:
+                    pending_start = on_start(pid, pgid)
+                    if inspect.isawaitable(pending_start):
+                        await pending_start
+            except BaseException:
+                os.close(gate)  # EOF at the gate: the child exits 125 and the command never runs
+                raise
+            _open_gate(gate)
             remaining = None if spec.timeout is None else max(0.0, spec.timeout - (time.monotonic() - t0))
             await asyncio.wait([proto.exited], timeout=remaining)
             if not proto.exited.done():

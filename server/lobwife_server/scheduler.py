@@ -33,7 +33,7 @@ import functools
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,12 @@ from lobwife_server.timeutil import from_us, now_us, set_ts
 log = logging.getLogger("lobwife.scheduler")
 
 MAX_MISSED_RECORDS = 1000
+#: Backoff (seconds) between attempts to record slots the database refused at their time.
+FLUSH_RETRY_FIRST = 0.5
+FLUSH_RETRY_MAX = 10.0
+#: Backoff (seconds) between attempts to record a run's end the database refused.
+FINISH_RETRY_FIRST = 0.5
+FINISH_RETRY_MAX = 10.0
 
 #: A built-in job: an in-process coroutine returning the run's output text.
 Builtin = Callable[[], Awaitable[str]]
@@ -68,10 +74,24 @@ class _Job:
     schedule: schedules.Schedule
     paused: bool
     next_fire_at: int | None
+    #: Slots that fired while their record could not be written (a full disk), oldest first, with
+    #: the error; ``jobs.next_fire_at`` still holds the first of them until they are recorded.
+    unrecorded: list[tuple[int, str]] = field(default_factory=list)
+    #: Serializes the writes that advance ``next_fire_at`` (a firing, a flush of ``unrecorded``).
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    flushing: asyncio.Task[None] | None = None
 
     @property
     def active(self) -> bool:
         return self.jdef.enabled and not self.paused
+
+
+@dataclass
+class _CatchUp:
+    """What start-up's catch-up transaction decided: runs to start, and each job's next slot."""
+
+    runs: list[tuple[str, int, int]] = field(default_factory=list)  # (job, run id, slot)
+    next_fire: dict[str, int | None] = field(default_factory=dict)
 
 
 class Scheduler:
@@ -108,6 +128,10 @@ class Scheduler:
 
         ``file_jobs`` None means the jobs file could not be used: the file-owned
         jobs keep their last good definitions from the database.
+
+        Only the database itself failing stops the start (the caller reports it and exits): a
+        problem with one job or one run is logged, recorded on that job, and the others go on,
+        so that a restart can never turn into a crash loop.
         """
         now = now_us()
 
@@ -116,20 +140,28 @@ class Scheduler:
 
         await self.db.write(reconcile)
         for row in await self.db.read(job_store.list_jobs):
-            self._load(row)
+            try:
+                self._load(row)
+            except Exception as e:  # e.g. a definition stored by an older version that no longer validates
+                log.error("job %s not scheduled: its stored definition is not valid: %s", row.name, e)
         await self._recover()
-        missed = await self.db.write(lambda c, w: self._catch_up(c, now_us()))
+        started = await self.db.write(lambda c, w: self._catch_up(c, now_us()))
+        for name, nxt in started.next_fire.items():
+            self.jobs[name].next_fire_at = nxt
         for name, job in self.jobs.items():
             if job.active and job.next_fire_at is not None:
                 self._arm(name, job.next_fire_at)
         # Started after arming: timers added before start() are queued and taken in one pass
         # at start, where each add_job after it queues a scheduler wake-up of its own.
         self._aps.start()
-        for name, slot_us, trigger in missed:
-            await self._start_run(name, trigger, slot_us)
+        for name, run_id, slot_us in started.runs:
+            self._spawn(name, run_id, "catch-up", slot_us, 1)
         for name, job in self.jobs.items():
             if job.active and job.jdef.run_on_startup:
-                await self.trigger(name, trigger="startup")
+                try:
+                    await self._start_run(name, "startup", None, refuse=False)
+                except Exception as e:
+                    log.error("run-on-startup of job %s not started: %s", name, e)
 
     def _reconcile(self, conn: Any, file_jobs: list[tuple[jobs_pb2.Job, job_defs.JobDef]] | None, now: int) -> None:
         existing = {r.name: r for r in job_store.list_jobs(conn)}
@@ -165,48 +197,99 @@ class Scheduler:
             if run.status == "pending" and run.trigger == "retry" and job is not None and job.active:
                 self._arm_retry(run.job_name, run.id, run.not_before or now_us())
                 continue
-            if run.status == "running":
-                reason = await runner.resolve_stale_run(run.boot_id or "", run.pgid, grace=self.kill_grace)
-            else:
-                reason = "lobwife stopped before the run started"
+            try:
+                if run.status == "running":
+                    reason = await runner.resolve_stale_run(run.boot_id or "", run.pgid, grace=self.kill_grace)
+                else:
+                    # runner.run holds a started child before its command until the start is
+                    # recorded, so a pending run's process (if one was started) never ran it.
+                    reason = runner.NEVER_STARTED
+            except Exception as e:  # one bad record must not stop the start
+                reason = f"abandoned: could not check its processes on restart: {e}"
             await self.db.write(functools.partial(_abandon, run=run, reason=reason))
             log.warning("run %d of %s abandoned: %s", run.id, run.job_name, reason)
 
-    def _catch_up(self, conn: Any, now: int) -> list[tuple[str, int, str]]:
-        """Record missed slots by policy; return the catch-up runs to start; set every next slot."""
-        to_run: list[tuple[str, int, str]] = []
+    def _catch_up(self, conn: Any, now: int) -> _CatchUp:
+        """Record missed slots by policy; insert the catch-up runs to start; set every next slot.
+
+        One transaction for every job (each in a savepoint of its own), so no slot between a
+        job's stored ``next_fire_at`` and now is left without a record, whenever the server
+        dies: the catch-up runs are inserted ``pending`` here, beside the records of the slots
+        they cover, and a run that never starts is found and marked on the next start. A job
+        whose catch-up fails gets an ``error`` record and its next slot; the others go on.
+        """
+        out = _CatchUp()
         now_dt = from_us(now)
         for name, job in self.jobs.items():
-            if not job.active:
-                if job.next_fire_at is not None:
-                    job_store.set_next_fire(conn, name, None)
-                    job.next_fire_at = None
-                continue
-            if job.next_fire_at is not None and job.next_fire_at <= now:
-                first = from_us(job.next_fire_at)
-                earliest = schedules.slots_between(job.schedule, first, now_dt, MAX_MISSED_RECORDS)
-                missed = [job.next_fire_at] + [us(s.at) for s in earliest.slots]
-                truncated = earliest.truncated
-                if truncated:
-                    # A long outage: the first MAX_MISSED_RECORDS slots are recorded one by one,
-                    # and the slots inside the catch-up window (the ones that may run) are added.
-                    recent_start = max(first, now_dt - timedelta(seconds=job.jdef.catch_up_window))
-                    recent = schedules.slots_between(job.schedule, recent_start, now_dt, MAX_MISSED_RECORDS)
-                    missed = sorted(set(missed) | {us(s.at) for s in recent.slots})
-                to_run += self._apply_catch_up(conn, name, job.jdef, missed, truncated, now)
-            nxt = schedules.next_slot(job.schedule, now_dt)
-            job.next_fire_at = us(nxt.at) if nxt is not None else None
-            job_store.set_next_fire(conn, name, job.next_fire_at)
-        return to_run
+            conn.execute("SAVEPOINT catch_up_job")
+            try:
+                runs, nxt = self._catch_up_job(conn, name, job, now, now_dt)
+            except Exception as e:
+                conn.execute("ROLLBACK TO catch_up_job")
+                log.error("catch-up of job %s failed: %s", name, e)
+                runs, nxt = [], self._after_failed_catch_up(conn, name, job, now, now_dt, e)
+            conn.execute("RELEASE catch_up_job")
+            out.runs += runs
+            out.next_fire[name] = nxt
+        return out
+
+    def _catch_up_job(
+        self, conn: Any, name: str, job: _Job, now: int, now_dt: datetime
+    ) -> tuple[list[tuple[str, int, int]], int | None]:
+        if not job.active:
+            if job.next_fire_at is not None:
+                job_store.set_next_fire(conn, name, None)
+            return [], None
+        runs: list[tuple[str, int, int]] = []
+        if job.next_fire_at is not None and job.next_fire_at <= now:
+            first = from_us(job.next_fire_at)
+            earliest = schedules.slots_between(job.schedule, first, now_dt, MAX_MISSED_RECORDS)
+            missed = [job.next_fire_at] + [us(s.at) for s in earliest.slots]
+            truncated = earliest.truncated
+            if truncated:
+                # A long outage: the first MAX_MISSED_RECORDS slots are recorded one by one,
+                # and the slots inside the catch-up window (the ones that may run) are added.
+                recent_start = max(first, now_dt - timedelta(seconds=job.jdef.catch_up_window))
+                recent = schedules.slots_between(job.schedule, recent_start, now_dt, MAX_MISSED_RECORDS)
+                missed = sorted(set(missed) | {us(s.at) for s in recent.slots})
+            runs = self._apply_catch_up(conn, name, job.jdef, missed, truncated, now)
+        nxt = schedules.next_slot(job.schedule, now_dt)
+        nxt_us = us(nxt.at) if nxt is not None else None
+        job_store.set_next_fire(conn, name, nxt_us)
+        return runs, nxt_us
+
+    def _after_failed_catch_up(
+        self, conn: Any, name: str, job: _Job, now: int, now_dt: datetime, error: Exception
+    ) -> int | None:
+        since = f" since {_iso(job.next_fire_at)}" if job.next_fire_at is not None and job.next_fire_at <= now else ""
+        job_store.insert_run(
+            conn,
+            name,
+            "catch-up",
+            "error",
+            scheduled_at=None,
+            finished_at=now,
+            reason=f"catch-up failed: {error}; the slots{since} missed while lobwife was down were not handled",
+        )
+        try:
+            nxt = schedules.next_slot(job.schedule, now_dt) if job.active else None
+        except Exception:
+            nxt = None
+        nxt_us = us(nxt.at) if nxt is not None else None
+        job_store.set_next_fire(conn, name, nxt_us)
+        return nxt_us
 
     def _apply_catch_up(
         self, conn: Any, name: str, jdef: job_defs.JobDef, missed: list[int], truncated: bool, now: int
-    ) -> list[tuple[str, int, str]]:
+    ) -> list[tuple[str, int, int]]:
         window_start = now - int(jdef.catch_up_window * 1_000_000)
         inside = [s for s in missed if s >= window_start]
-        if jdef.catch_up == "all":
+        if jdef.catch_up == "all" and jdef.concurrency == "allow":
             run = inside
-        elif jdef.catch_up == "once":
+        elif jdef.catch_up in ("all", "once"):
+            # Under forbid or replace the runs of "all" would overlap one another (each would be
+            # refused, or would end the one before it): the newest slot runs, and the others are
+            # recorded as not run because of the overlap.
             run = inside[-1:]
         else:
             run = []
@@ -217,6 +300,11 @@ class Scheduler:
                 why = "missed while lobwife was down; older than the catch-up window"
             elif jdef.catch_up == "once":
                 why = f"missed while lobwife was down; coalesced into the catch-up run of {_iso(run[-1])}"
+            elif jdef.catch_up == "all":
+                why = (
+                    f"missed while lobwife was down; not run: it would overlap the catch-up run of"
+                    f" {_iso(run[-1])} (concurrency: {jdef.concurrency})"
+                )
             else:
                 why = "missed while lobwife was down (catch-up policy: skip)"
             job_store.insert_run(conn, name, "catch-up", "skipped", scheduled_at=slot, reason=why, finished_at=now)
@@ -228,9 +316,14 @@ class Scheduler:
                 "skipped",
                 scheduled_at=None,
                 finished_at=now,
-                reason=f"more than {MAX_MISSED_RECORDS} slots missed while lobwife was down; not listed one by one",
+                reason=f"more than {MAX_MISSED_RECORDS} slots missed while lobwife was down, between"
+                f" {_iso(missed[0])} and {_iso(now)}; not listed one by one",
             )
-        return [(name, s, "catch-up") for s in run if not job_store.slot_recorded(conn, name, s)]
+        return [
+            (name, job_store.insert_run(conn, name, "catch-up", "pending", scheduled_at=s), s)
+            for s in run
+            if not job_store.slot_recorded(conn, name, s)
+        ]
 
     # -- firing ------------------------------------------------------------------
 
@@ -264,7 +357,6 @@ class Scheduler:
             return
         nxt = schedules.next_slot(job.schedule, from_us(slot))
         nxt_us = us(nxt.at) if nxt is not None else None
-        decision = self._overlap(name)
         # A daylight-saving note (a shifted or once-only local time) goes on the run's record. The
         # previous firing computed this slot already (as its next one): reuse its note.
         known = self._next_notes.pop(name, None)
@@ -273,30 +365,50 @@ class Scheduler:
         else:
             this = schedules.next_slot(job.schedule, from_us(slot - 1))
             note = this.note if this is not None and us(this.at) == slot else None
+        async with job.lock:
+            decision = self._overlap(name)
+            backlog = list(job.unrecorded)
+            # While slots wait to be recorded, the stored next slot is still the first of them.
+            expected = backlog[0][0] if backlog else slot
 
-        def write(conn: Any, w: WriteContext) -> int | None:
-            row = job_store.get_job(conn, name)
-            if row is None or row.next_fire_at != slot or job_store.slot_recorded(conn, name, slot):
-                return None  # stale timer (job edited, disabled or removed meanwhile)
-            job_store.set_next_fire(conn, name, nxt_us)
-            if decision == "skip":
-                job_store.insert_run(
-                    conn,
+            def write(conn: Any, w: WriteContext) -> int | None:
+                row = job_store.get_job(conn, name)
+                if row is None or row.next_fire_at != expected or job_store.slot_recorded(conn, name, slot):
+                    return None  # stale timer (job edited, disabled or removed meanwhile)
+                _record_unrecorded(conn, name, backlog)
+                job_store.set_next_fire(conn, name, nxt_us)
+                if decision == "skip":
+                    job_store.insert_run(
+                        conn,
+                        name,
+                        "schedule",
+                        "skipped",
+                        scheduled_at=slot,
+                        finished_at=now_us(),
+                        reason="previous run still running (concurrency: forbid)",
+                    )
+                    return None
+                return job_store.insert_run(conn, name, "schedule", "pending", scheduled_at=slot, reason=note)
+
+            try:
+                run_id = await self.db.write(write)
+            except ApiError as e:
+                # The database refused (a full disk, an I/O error): the slot is not run, since a run
+                # without a record could run again after a restart. The job keeps its timer; the
+                # slot is recorded, with this reason, as soon as the database takes writes again.
+                log.error(
+                    "could not record slot %s of %s; it is not run, and is recorded once the database"
+                    " takes writes again: %s",
+                    _iso(slot),
                     name,
-                    "schedule",
-                    "skipped",
-                    scheduled_at=slot,
-                    finished_at=now_us(),
-                    reason="previous run still running (concurrency: forbid)",
+                    e.message,
                 )
-                return None
-            return job_store.insert_run(conn, name, "schedule", "pending", scheduled_at=slot, reason=note)
-
-        try:
-            run_id = await self.db.write(write)
-        except ApiError as e:
-            log.error("could not record slot %s of %s: %s", _iso(slot), name, e.message)
-            return
+                if len(job.unrecorded) < MAX_MISSED_RECORDS:
+                    job.unrecorded.append((slot, e.message))
+                run_id = None
+                self._flush_later(name, job)
+            else:
+                del job.unrecorded[: len(backlog)]
         job.next_fire_at = nxt_us
         if nxt is not None and nxt_us is not None:
             self._next_notes[name] = (nxt_us, nxt.note)
@@ -307,6 +419,31 @@ class Scheduler:
             if decision == "replace":
                 await self._end_running(name, f"replaced by run {run_id}")
             self._spawn(name, run_id, "schedule", slot, 1)
+
+    def _flush_later(self, name: str, job: _Job) -> None:
+        """Record ``job.unrecorded`` as soon as the database takes writes, retrying with backoff."""
+        if job.flushing is not None and not job.flushing.done():
+            return
+        job.flushing = asyncio.create_task(self._flush_unrecorded(name, job), name=f"flush-{name}")
+
+    async def _flush_unrecorded(self, name: str, job: _Job) -> None:
+        delay = FLUSH_RETRY_FIRST
+        while job.unrecorded and not self._stopping and self.jobs.get(name) is job:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, FLUSH_RETRY_MAX)
+            async with job.lock:
+                backlog = list(job.unrecorded)
+                if not backlog:
+                    return
+                target = job.next_fire_at
+
+                try:
+                    recorded = await self.db.write(functools.partial(_flush, name=name, backlog=backlog, target=target))
+                except ApiError:
+                    continue  # still refused; the first failure was logged
+                del job.unrecorded[: len(backlog)]
+                if recorded:
+                    log.info("recorded %d slot(s) of %s that could not be recorded at their time", len(backlog), name)
 
     def _rearm(self, name: str, job: _Job, at: int) -> None:
         # Only if nothing re-armed or changed the job meanwhile (an edit, a pause, a removal).
@@ -324,10 +461,24 @@ class Scheduler:
             t.cancel(why)
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _start_run(self, name: str, trigger: str, slot: int | None) -> int:
+    async def _start_run(self, name: str, trigger: str, slot: int | None, *, refuse: bool = True) -> int:
+        """Record and start a run now. Under ``forbid`` with a run going: 409 if ``refuse``, else
+        the run is recorded as skipped (run-on-startup beside a catch-up run, say)."""
         decision = self._overlap(name)
         if decision == "skip":
-            raise failed_precondition(f"Job {name} is already running", reason="JOB_RUNNING")
+            if refuse:
+                raise failed_precondition(f"Job {name} is already running", reason="JOB_RUNNING")
+            return await self.db.write(
+                lambda c, w: job_store.insert_run(
+                    c,
+                    name,
+                    trigger,
+                    "skipped",
+                    scheduled_at=slot,
+                    finished_at=now_us(),
+                    reason="previous run still running (concurrency: forbid)",
+                )
+            )
         run_id = await self.db.write(lambda c, w: job_store.insert_run(c, name, trigger, "pending", scheduled_at=slot))
         if decision == "replace":
             await self._end_running(name, f"replaced by run {run_id}")
@@ -380,6 +531,13 @@ class Scheduler:
             if self._stopping:
                 raise
             return
+        except Exception as e:
+            # Its start could not be recorded (the database refused): runner.run ended the process,
+            # which never ran the command. A record of why, once the database takes it.
+            log.error("run %d of %s not started: %s", run_id, name, e)
+            why = f"not started: {e.message if isinstance(e, ApiError) else e}"
+            await self._finish(name, run_id, trigger, slot, attempt, "error", None, None, "", False, why)
+            return
         await self._finish(
             name,
             run_id,
@@ -397,19 +555,23 @@ class Scheduler:
             delay = jdef.retry.backoff(attempt)
             delay *= 1 + random.uniform(-jdef.retry.jitter, jdef.retry.jitter)
             at = now_us() + int(delay * 1_000_000)
-            retry_id = await self.db.write(
-                lambda c, w: job_store.insert_run(
-                    c,
-                    name,
-                    "retry",
-                    "pending",
-                    scheduled_at=slot,
-                    attempt=attempt + 1,
-                    not_before=at,
-                    reason=f"retry {attempt} of {jdef.retry.max_retries} after {delay:.1f}s"
-                    f" (run {run_id} {result.status})",
+            try:
+                retry_id = await self.db.write(
+                    lambda c, w: job_store.insert_run(
+                        c,
+                        name,
+                        "retry",
+                        "pending",
+                        scheduled_at=slot,
+                        attempt=attempt + 1,
+                        not_before=at,
+                        reason=f"retry {attempt} of {jdef.retry.max_retries} after {delay:.1f}s"
+                        f" (run {run_id} {result.status})",
+                    )
                 )
-            )
+            except ApiError as e:
+                log.error("retry of run %d of %s not scheduled: %s", run_id, name, e.message)
+                return
             self._arm_retry(name, retry_id, at)
 
     async def _run_process(
@@ -482,9 +644,10 @@ class Scheduler:
         reason: str,
     ) -> None:
         finished = now_us()
-        await self.db.write(
-            lambda c, w: job_store.finish_run(
-                c,
+
+        def write(conn: Any, w: WriteContext) -> None:
+            job_store.finish_run(
+                conn,
                 run_id,
                 name,
                 status=status,
@@ -495,7 +658,22 @@ class Scheduler:
                 output_truncated=truncated,
                 reason=reason,
             )
-        )
+
+        # A run's end is retried while the database refuses it (a full disk): left unrecorded, the run
+        # would stay "running" until a restart called it abandoned. Given up on at shutdown, where the
+        # next start resolves it from its record.
+        delay = FINISH_RETRY_FIRST
+        while True:
+            try:
+                await self.db.write(write)
+                break
+            except ApiError as e:
+                if self._stopping or self.db.closed:
+                    log.error("end of run %d of %s not recorded: %s", run_id, name, e.message)
+                    return
+                log.error("could not record the end of run %d of %s; retrying: %s", run_id, name, e.message)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, FINISH_RETRY_MAX)
         self._publish(
             run_id, name, trigger, status, slot, attempt, duration=duration, exit_code=exit_code, reason=reason
         )
@@ -535,17 +713,21 @@ class Scheduler:
         job = self.jobs.get(name)
         if job is None:
             raise not_found(f"Unknown job: {name}")
-        job.paused = not enabled
         nxt: int | None = None
-        if job.active:
+        if job.jdef.enabled and enabled:
             slot = schedules.next_slot(job.schedule, datetime.now(UTC))
             nxt = us(slot.at) if slot is not None else None
+        async with job.lock:
+            backlog = list(job.unrecorded)
 
-        def write(conn: Any, w: WriteContext) -> None:
-            job_store.set_paused(conn, name, not enabled, now_us())
-            job_store.set_next_fire(conn, name, nxt)
+            def write(conn: Any, w: WriteContext) -> None:
+                _record_unrecorded(conn, name, backlog)
+                job_store.set_paused(conn, name, not enabled, now_us())
+                job_store.set_next_fire(conn, name, nxt)
 
-        await self.db.write(write)
+            await self.db.write(write)
+            del job.unrecorded[: len(backlog)]
+        job.paused = not enabled
         job.next_fire_at = nxt
         if nxt is not None:
             self._arm(name, nxt)
@@ -561,7 +743,10 @@ class Scheduler:
         nxt_slot = schedules.next_slot(sched, datetime.now(UTC)) if jdef.enabled and not paused else None
         nxt = us(nxt_slot.at) if nxt_slot is not None else None
 
+        backlog = list(old.unrecorded) if old is not None else []
+
         def write(conn: Any, w: WriteContext) -> None:
+            _record_unrecorded(conn, jdef.name, backlog)
             job_store.upsert_job(conn, definition, source, now_us())
             job_store.set_next_fire(conn, jdef.name, nxt)
 
@@ -595,6 +780,29 @@ class Scheduler:
                 t.cancel("ended at shutdown: still running after the grace period")
             await asyncio.gather(*still, return_exceptions=True)
         self.feed.close()
+
+
+def _record_unrecorded(conn: Any, name: str, backlog: list[tuple[int, str]]) -> None:
+    for slot, error in backlog:
+        if not job_store.slot_recorded(conn, name, slot):
+            job_store.insert_run(
+                conn,
+                name,
+                "schedule",
+                "skipped",
+                scheduled_at=slot,
+                finished_at=now_us(),
+                reason=f"not run: the slot could not be recorded at its time ({error})",
+            )
+
+
+def _flush(conn: Any, w: WriteContext, *, name: str, backlog: list[tuple[int, str]], target: int | None) -> bool:
+    row = job_store.get_job(conn, name)
+    if row is None or row.next_fire_at != backlog[0][0]:
+        return False  # the job was edited, disabled or removed meanwhile
+    _record_unrecorded(conn, name, backlog)
+    job_store.set_next_fire(conn, name, target)
+    return True
 
 
 def _abandon(conn: Any, w: WriteContext, *, run: job_store.RunRow, reason: str) -> None:

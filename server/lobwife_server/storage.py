@@ -194,6 +194,10 @@ class Database:
             await asyncio.to_thread(t.join)
         self._read_threads = []
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     # -- writes -----------------------------------------------------------------
 
     # write and write_as return the future itself rather than awaiting it in a
