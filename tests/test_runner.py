@@ -304,6 +304,65 @@ def test_on_start_failure_ends_the_group_and_propagates(arun: Arun[RunResult]) -
     assert not runner.group_alive(started[0])
 
 
+def test_command_waits_at_the_gate_until_on_start_has_returned(arun: Arun[RunResult], tmp_path: Path) -> None:
+    # Issue 8, case 2: the command must not run before its pid is on record.
+    marker = tmp_path / "ran"
+    before: list[bool] = []
+
+    async def on_start(pid: int, pgid: int) -> None:
+        await asyncio.sleep(0.3)  # a slow commit
+        before.append(marker.exists())
+
+    res = arun(runner.run(RunSpec(["touch", str(marker)]), on_start=on_start))
+    assert res.status == "success", res.reason
+    assert before == [False], "the command ran before on_start returned"
+    assert marker.exists()
+
+
+def test_on_start_failure_never_runs_the_command(arun: Arun[RunResult], tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+
+    def on_start(pid: int, pgid: int) -> None:
+        raise RuntimeError("disk is full")
+
+    with pytest.raises(RuntimeError, match="disk is full"):
+        arun(runner.run(RunSpec(["touch", str(marker)]), on_start=on_start))
+    time.sleep(0.2)
+    assert not marker.exists()
+
+
+def test_a_server_killed_before_recording_leaves_no_process_that_ran(tmp_path: Path) -> None:
+    # The whole server process dies (SIGKILL) inside on_start: the child sees EOF at the gate and
+    # exits without running its command, so nothing is left unsupervised.
+    marker = tmp_path / "ran"
+    script = f"""
+import asyncio, os, signal, sys
+from lobwife_server import runner
+async def on_start(pid, pgid):
+    print(pid, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+asyncio.run(runner.run(runner.RunSpec(["sh", "-c", "touch {marker}; sleep 30"]), on_start=on_start))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == -9, proc.stderr
+    pid = int(proc.stdout.split()[0])
+    deadline = time.monotonic() + 5
+    while not gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert gone(pid), "the child outlived its server"
+    assert not marker.exists(), "the command ran although its start was never recorded"
+
+
+def test_a_file_with_neither_elf_nor_shebang_is_an_error(arun: Arun[RunResult], tmp_path: Path) -> None:
+    script = tmp_path / "noshebang"
+    script.write_text("touch should-not-run\n")
+    script.chmod(0o755)
+    res = arun(runner.run(RunSpec([str(script)], cwd=tmp_path)))
+    assert res.status == "error"
+    assert res.reason == f"not an executable format (a script needs a #! line): {script}"
+    assert not (tmp_path / "should-not-run").exists()
+
+
 def test_output_arrives_live(arun: Arun[RunResult], tmp_path: Path) -> None:
     # The job waits until the test has *seen* its first line: without live output it would hang
     # until the timeout.

@@ -430,3 +430,92 @@ def test_watch_runs_over_http_streams_state_and_output(tmp_path: Path, stop_afte
     output = "".join(m["output_chunk"] for m in msgs)
     assert states[0] == "running" and states[-1] == "success"
     assert "one" in output and "two" in output and output.index("one") < output.index("two")
+
+
+@pytest.mark.parametrize("concurrency", ["forbid", "replace"])
+def test_catch_up_all_without_overlap_never_fails_the_start(
+    tmp_path: Path, stop_after: list[ServerProcess], concurrency: str
+) -> None:
+    # Issue 8, case 1: forbid + all with several missed slots made every start exit 1.
+    toml = f"""
+[jobs.fc]
+command = ["sleep", "0.5"]
+every = "1s"
+catch_up = "all"
+catch_up_window = "1m"
+concurrency = "{concurrency}"
+"""
+    srv = jobs_server(tmp_path, toml)
+    wait_for(lambda: [r for r in runs(srv, "fc") if r["status"] == "running"])
+    srv.kill9()
+    before = {r["id"] for r in runs(srv, "fc")}
+    last_slot = max(r["scheduled_at"] for r in runs(srv, "fc") if r["scheduled_at"])
+    time.sleep(3.2)
+    srv2 = jobs_server(tmp_path, toml)  # raises if the start fails
+    stop_after.append(srv2)
+    new = [r for r in runs(srv2, "fc") if r["id"] not in before and r["trigger"] == "catch-up"]
+    ran = [r for r in new if r["status"] != "skipped"]
+    skipped = [r for r in new if r["status"] == "skipped"]
+    assert len(ran) == 1, new
+    assert len(skipped) >= 2 and all("would overlap the catch-up run" in r["reason"] for r in skipped)
+    assert ran[0]["scheduled_at"] > max(r["scheduled_at"] for r in skipped), "the newest slot runs"
+    # Every slot from the last one recorded before the kill to the catch-up run has a record.
+    slots = sorted(r["scheduled_at"] for r in runs(srv2, "fc") if r["trigger"] in ("schedule", "catch-up"))
+    span = [s for s in slots if last_slot <= s <= ran[0]["scheduled_at"]]
+    assert span == list(range(last_slot, ran[0]["scheduled_at"] + 1, 1_000_000)), "no slot without a record"
+    assert len(slots) == len(set(slots))
+
+
+def test_catch_up_run_and_startup_run_under_forbid_do_not_fail_the_start(
+    tmp_path: Path, stop_after: list[ServerProcess]
+) -> None:
+    toml = """
+[jobs.fs]
+command = ["sleep", "2"]
+every = "1s"
+catch_up = "once"
+concurrency = "forbid"
+run_on_startup = true
+"""
+    srv = jobs_server(tmp_path, toml)
+    wait_for(lambda: runs(srv, "fs"))
+    srv.kill9()
+    before = {r["id"] for r in runs(srv, "fs")}
+    time.sleep(2.2)
+    srv2 = jobs_server(tmp_path, toml)
+    stop_after.append(srv2)
+    startup = wait_for(lambda: [r for r in runs(srv2, "fs") if r["trigger"] == "startup" and r["id"] not in before])
+    assert [r for r in runs(srv2, "fs") if r["trigger"] == "catch-up" and r["status"] != "skipped"]
+    assert startup[0]["status"] == "skipped" and "still running" in startup[0]["reason"]
+
+
+def test_health_is_503_starting_until_recovery_is_done(tmp_path: Path, stop_after: list[ServerProcess]) -> None:
+    # A run that ignores SIGTERM makes recovery take the kill grace (5 s), during which the server
+    # listens but is not ready: GET /health must say so, as gRPC health does.
+    toml = """
+[jobs.stubborn]
+command = ["sh", "-c", "trap '' TERM; sleep 60"]
+every = "1h"
+"""
+    srv = jobs_server(tmp_path, toml)
+    curl("POST", srv.http_url + "/api/jobs/stubborn/trigger")
+    running = wait_for(lambda: [r for r in runs(srv, "stubborn") if r["status"] == "running" and r["pgid"]])
+    srv.kill9()
+    path = tmp_path / "jobs.toml"
+    srv2 = start_server(tmp_path / "state", "--jobs", str(path), wait=False)
+    stop_after.append(srv2)
+
+    def health() -> Any:
+        try:
+            return curl("GET", srv2.http_url + "/health", timeout=2)
+        except Exception:
+            return None
+
+    during = wait_for(health, timeout=15, every=0.05)
+    assert during.status == 503, during.body
+    assert during.json["status"] == "starting" and during.json["db"]["ok"] is True
+    assert srv2.health() != 1, "gRPC health is not SERVING either"
+    srv2.wait_ready(timeout=20)
+    after = curl("GET", srv2.http_url + "/health")
+    assert after.status == 200 and after.json["status"] == "ok"
+    assert not runner.group_alive(running[0]["pgid"])

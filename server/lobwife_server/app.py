@@ -28,6 +28,7 @@ from grpc_reflection.v1alpha import reflection
 from lobwife_server import config as config_mod
 from lobwife_server import gateway, jobs_file, logs, maintenance, migrations
 from lobwife_server.config import Config, ConfigError
+from lobwife_server.errors import ApiError
 from lobwife_server.jobs import JobService
 from lobwife_server.rpc import SERVICE_NAMES, Dispatcher
 from lobwife_server.scheduler import Scheduler
@@ -102,6 +103,8 @@ class LobwifeServer:
         self.http_port = 0
         self._monitor: asyncio.Task[None] | None = None
         self._stopping = False
+        #: Set with gRPC health SERVING at the end of start(); GET /health reads it.
+        self.ready = False
 
     async def start(self) -> None:
         cfg = self.config
@@ -139,7 +142,10 @@ class LobwifeServer:
                 "lobwife.v1.TaskService": self.tasks,
                 "lobwife.v1.JobService": JobService(scheduler, self.tasks.tokens, self.started),
                 "lobwife.v1.SystemService": SystemService(
-                    self.db, self.started, lambda: sum(len(r) for r in scheduler.running.values())
+                    self.db,
+                    self.started,
+                    lambda: sum(len(r) for r in scheduler.running.values()),
+                    ready=lambda: self.ready,
                 ),
             }
         )
@@ -178,6 +184,7 @@ class LobwifeServer:
 
         tune_gc()
         await self._set_health(serving=True)
+        self.ready = True
         self._monitor = asyncio.create_task(self._watch_database())
         log.info(
             "lobwife serving",
@@ -251,9 +258,12 @@ async def serve(cfg: Config) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         await server.start()
-    except (OSError, migrations.MigrationError, sqlite3.Error) as e:
-        log.error("cannot start: %s", e)
-        await server.stop()
+    except (OSError, migrations.MigrationError, sqlite3.Error, ApiError) as e:
+        # One line that says why (a full disk, a port in use, a database newer than the code), no
+        # traceback: these are the operator's to fix, not bugs.
+        log.error("cannot start: %s", e.message if isinstance(e, ApiError) else e)
+        with contextlib.suppress(Exception):
+            await server.stop()
         return 1
     await stop.wait()
     await server.stop()

@@ -515,7 +515,8 @@ class _Binding:
     async def unary(self, request: web.Request, parts: list[str]) -> web.StreamResponse:
         try:
             req = await self.build_request(request, parts)
-            resp = await self.dispatcher.unary(self.method, req, self._ctx(request))
+            ctx = self._ctx(request)
+            resp = await self.dispatcher.unary(self.method, req, ctx)
             if isinstance(resp, WireMessage):
                 fresh = resp.messages
                 if fresh is not None and self.response_body in fresh:
@@ -524,7 +525,7 @@ class _Binding:
                     body = codec.wire_json(resp.base, resp.parts, self.response_body)
             else:
                 body = codec.encode(self.render(resp))
-            return web.Response(body=body, status=self.status, headers=_JSON_HEADERS)
+            return web.Response(body=body, status=ctx.http_status or self.status, headers=_JSON_HEADERS)
         except ApiError as e:
             return _error_response(e)
         except _BodyTooLarge:

@@ -41,7 +41,7 @@ SERVICE_NAMES: tuple[str, ...] = tuple(s.full_name for s in SERVICE_DESCRIPTORS)
 class CallContext:
     """What a handler may know about the call, whatever the transport."""
 
-    __slots__ = ("_metadata", "_metadata_source", "_peer", "identity", "method", "transport")
+    __slots__ = ("_metadata", "_metadata_source", "_peer", "http_status", "identity", "method", "transport")
 
     def __init__(
         self,
@@ -54,6 +54,10 @@ class CallContext:
         self.transport = transport
         self._peer = peer
         self.identity: object | None = None
+        #: Set by a handler to answer a successful call with another HTTP status than the route's (as
+        #: grpc-gateway's ``x-http-code``): ``GET /health`` is 503 while the server is starting. gRPC
+        #: ignores it.
+        self.http_status: int | None = None
         self._metadata_source = metadata_source
         self._metadata: Mapping[str, str] | None = None
 
@@ -346,6 +350,7 @@ class _GrpcCallContext(CallContext):
         self.method = method
         self.transport = "grpc"
         self.identity = None
+        self.http_status = None
         self._metadata = None
         self._peer = ""
         self._context = context

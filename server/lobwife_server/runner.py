@@ -116,9 +116,9 @@ class RunSpec:
     """What to run and within which limits.
 
     ``argv[0]`` is looked up on the job's ``PATH`` when it has no slash. An executable file without a
-    ``#!`` line is an ``error`` (give scripts a ``#!`` line, or run them as ``["sh", "-c", ...]``). ``timeout`` None means no
-    limit. ``eof_grace`` is how long the rest of the group may keep running (and holding the output
-    pipe) after the main process exited, before it is killed.
+    ``#!`` line is an ``error`` (give scripts a ``#!`` line, or run them as ``["sh", "-c", ...]``).
+    ``timeout`` None means no limit. ``eof_grace`` is how long the rest of the group may keep
+    running (and holding the output pipe) after the main process exited, before it is killed.
     """
 
     argv: Sequence[str]

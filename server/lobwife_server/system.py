@@ -13,10 +13,19 @@ from lobwife_server.storage import Database
 
 
 class SystemService:
-    def __init__(self, db: Database, started: float, jobs_running: Callable[[], int] = lambda: 0) -> None:
+    def __init__(
+        self,
+        db: Database,
+        started: float,
+        jobs_running: Callable[[], int] = lambda: 0,
+        ready: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.db = db
         self.started = started
         self.jobs_running = jobs_running
+        #: True once gRPC health says SERVING (recovery and catch-up done): the one readiness
+        #: both transports report.
+        self.ready = ready
 
     async def GetHealth(self, req: system_pb2.GetHealthRequest, ctx: CallContext) -> system_pb2.GetHealthResponse:
         resp = system_pb2.GetHealthResponse(
@@ -32,6 +41,11 @@ class SystemService:
         except ApiError as e:
             count, problem = 0, e.message
         resp.db.size_bytes = self.db.size_bytes()
+        if not self.ready():
+            # Not ready yet (recovering runs, catching up): the legacy document with status
+            # "starting" and HTTP 503, so an HTTP probe or script waits as a gRPC probe would.
+            resp.status = "starting"
+            ctx.http_status = 503
         if problem is None:
             resp.db.ok = True
             resp.db.task_count = count
