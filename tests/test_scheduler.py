@@ -519,3 +519,29 @@ every = "1h"
     after = curl("GET", srv2.http_url + "/health")
     assert after.status == 200 and after.json["status"] == "ok"
     assert not runner.group_alive(running[0]["pgid"])
+
+
+def test_a_job_that_no_longer_loads_is_recorded_and_the_others_run(
+    tmp_path: Path, stop_after: list[ServerProcess]
+) -> None:
+    from lobwife.v1 import jobs_pb2
+
+    toml = '[jobs.good]\ncommand = ["true"]\nevery = "1s"\n'
+    srv = jobs_server(tmp_path, toml)
+    assert srv.terminate() == 0
+    bad = jobs_pb2.Job(name="bad", interval={"seconds": 1})  # no command: fails validation on load
+    conn = sqlite3.connect(srv.state_dir / "lobwife.db")
+    with conn:
+        conn.execute(
+            "INSERT INTO jobs (name, source, definition, paused, next_fire_at, created_at, updated_at)"
+            " VALUES ('bad', 'api', ?, 0, 1, 0, 0)",
+            (bad.SerializeToString(),),
+        )
+    conn.close()
+    srv2 = jobs_server(tmp_path, toml)
+    stop_after.append(srv2)
+    (err,) = runs(srv2, "bad")
+    assert err["status"] == "error" and "not scheduled: its stored definition is not valid" in err["reason"]
+    assert "command" in err["reason"]
+    count = len(runs(srv2, "good"))
+    wait_for(lambda: len(runs(srv2, "good")) > count + 1)

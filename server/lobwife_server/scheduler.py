@@ -119,6 +119,7 @@ class Scheduler:
         self._aps = AsyncIOScheduler(timezone=UTC)
         self._tasks: set[asyncio.Task[None]] = set()
         self._next_notes: dict[str, tuple[int, str | None]] = {}  # name -> (next slot, its DST note)
+        self._load_errors: dict[str, str] = {}  # jobs whose stored definition did not load, and why
         self._stopping = False
 
     # -- start-up --------------------------------------------------------------
@@ -144,6 +145,7 @@ class Scheduler:
                 self._load(row)
             except Exception as e:  # e.g. a definition stored by an older version that no longer validates
                 log.error("job %s not scheduled: its stored definition is not valid: %s", row.name, e)
+                self._load_errors[row.name] = f"not scheduled: its stored definition is not valid: {e}"
         await self._recover()
         started = await self.db.write(lambda c, w: self._catch_up(c, now_us()))
         for name, nxt in started.next_fire.items():
@@ -220,6 +222,8 @@ class Scheduler:
         """
         out = _CatchUp()
         now_dt = from_us(now)
+        for name, why in self._load_errors.items():
+            job_store.insert_run(conn, name, "catch-up", "error", scheduled_at=None, finished_at=now, reason=why)
         for name, job in self.jobs.items():
             conn.execute("SAVEPOINT catch_up_job")
             try:
