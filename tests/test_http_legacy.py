@@ -217,6 +217,54 @@ def test_register_sets_broker_fields(server: ServerProcess) -> None:
     is_error(curl("POST", api(server, "/api/v1/tasks/5/register"), {"repos": ["o/a"]}), 404)
 
 
+def _fields(reply: object) -> list[str]:
+    body = reply.json  # type: ignore[attr-defined]
+    return [v["field"] for d in body.get("details", []) for v in d["field_violations"]]
+
+
+def test_register_validates_repos_and_refuses_finished_tasks(server: ServerProcess) -> None:
+    curl("POST", api(server, "/api/v1/tasks"), {"name": "a"})
+    before = curl("GET", api(server, "/api/v1/tasks/1")).json
+    # The repos rule of create and update: a NUL is not a repository.
+    for path in ("/api/v1/tasks/1/register", "/api/v1/tasks"):
+        r = curl("POST", api(server, path), {"name": "b", "repos": ["o/a", "\u0000"]})
+        is_error(r, 400, "repos[1]")
+        assert _fields(r) == ["repos[1]"]
+    assert curl("DELETE", api(server, "/api/v1/tasks/1")).status == 200
+    cancelled = curl("GET", api(server, "/api/v1/tasks/1")).json
+    events = curl("GET", api(server, "/api/v1/tasks/1/events")).json
+    r = curl("POST", api(server, "/api/v1/tasks/1/register"), {"repos": ["\u0000"]})
+    is_error(r, 400, "repos[0]")
+    r = curl("POST", api(server, "/api/v1/tasks/T1/register"), {"repos": ["o/a"], "lobster_type": "swe"})
+    is_error(r, 409, "Task T1 is cancelled: only an unfinished task can register repositories")
+    assert r.json["code"] == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+    after = curl("GET", api(server, "/api/v1/tasks/1")).json
+    assert after == cancelled and after["broker_repos"] == [] and after["broker_status"] is None
+    assert before["broker_status"] is None
+    assert curl("GET", api(server, "/api/v1/tasks/1/events")).json == events
+    assert curl("GET", api(server, "/api/v1/tasks")).json[0]["id"] == 1  # the refused create stored nothing
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        ("GET", "/api/v1/tasks?created_after=9999-12-31T23:59:59-00:01", None, "created_after"),
+        ("GET", "/api/v1/tasks?created_before=0000-12-31T23:59:59Z", None, "created_before"),
+        ("PATCH", "/api/v1/tasks/1", {"completed_at": "9999-12-31T23:59:59-01:00"}, "completed_at"),
+        ("PATCH", "/api/v1/tasks/1", {"assigned_at": "0001-01-01T00:00:00+00:01"}, "assigned_at"),
+    ],
+)
+def test_timestamps_out_of_range_are_400_naming_the_field(
+    server: ServerProcess, method: str, path: str, body: object, field: str
+) -> None:
+    curl("POST", api(server, "/api/v1/tasks"), {"name": "a"})
+    before = curl("GET", api(server, "/api/v1/tasks/1")).json
+    r = curl(method, api(server, path), body)  # type: ignore[arg-type]
+    assert r.status == 400, r.body
+    assert _fields(r) == [field] and "out of range" in r.json["error"]
+    assert curl("GET", api(server, "/api/v1/tasks/1")).json == before
+
+
 def test_health_document(server: ServerProcess) -> None:
     curl("POST", api(server, "/api/v1/tasks"), {"name": "x"})
     r = curl("GET", api(server, "/health"))

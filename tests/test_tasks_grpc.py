@@ -162,6 +162,47 @@ def test_list_by_created_range(stub: tasks_pb2_grpc.TaskServiceStub) -> None:
     assert [t.id for t in stub.ListTasks(req, timeout=5).tasks] == [a.id]
 
 
+# Past 9999-12-31, and far enough that the microseconds overflow SQLite's 64-bit integer.
+_HUGE = timestamp_pb2.Timestamp(seconds=9_223_372_036_855)
+
+
+@pytest.mark.parametrize(
+    ("field", "ts", "needle"),
+    [
+        ("created_after", _HUGE, "out of range (years 0001-9999)"),
+        ("created_before", _HUGE, "out of range (years 0001-9999)"),
+        ("created_after", timestamp_pb2.Timestamp(seconds=-62_135_596_801), "out of range"),
+        ("created_before", timestamp_pb2.Timestamp(seconds=1, nanos=-1), "nanos"),
+        ("created_after", timestamp_pb2.Timestamp(seconds=1, nanos=1_000_000_000), "nanos"),
+    ],
+)
+def test_list_timestamp_out_of_range_names_the_field(
+    stub: tasks_pb2_grpc.TaskServiceStub, field: str, ts: timestamp_pb2.Timestamp, needle: str
+) -> None:
+    """The HTTP gateway's timestamp bounds, over gRPC too: INVALID_ARGUMENT, never INTERNAL."""
+    req = tasks_pb2.ListTasksRequest()
+    getattr(req, field).CopyFrom(ts)
+    err = error_of(lambda: stub.ListTasks(req, timeout=5))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err
+    assert violations(err) == [field] and needle in (err.details() or "")
+    # The bounds themselves are valid.
+    getattr(req, field).CopyFrom(timestamp_pb2.Timestamp(seconds=253_402_300_799, nanos=999_999_999))
+    stub.ListTasks(req, timeout=5)
+
+
+@pytest.mark.parametrize("field", ["queued_at", "assigned_at", "completed_at"])
+def test_update_timestamp_out_of_range_names_the_field_and_changes_nothing(
+    stub: tasks_pb2_grpc.TaskServiceStub, field: str
+) -> None:
+    before = create(stub, "stamped")
+    req = tasks_pb2.UpdateTaskRequest(task_id=before.task_id, name="renamed")
+    getattr(req, field).CopyFrom(_HUGE)
+    err = error_of(lambda: stub.UpdateTask(req, timeout=5))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err
+    assert violations(err) == [field] and "out of range (years 0001-9999)" in (err.details() or "")
+    assert stub.GetTask(tasks_pb2.GetTaskRequest(task_id=before.task_id), timeout=5).task == before
+
+
 def test_update_with_mask_stamps_and_logs(stub: tasks_pb2_grpc.TaskServiceStub) -> None:
     t = create(stub, "work", assigned_to="someone")
     resp = stub.UpdateTask(
@@ -250,6 +291,47 @@ def test_register_repos_sets_broker_fields(stub: tasks_pb2_grpc.TaskServiceStub)
     assert violations(err) == ["repos"]
 
 
+@pytest.mark.parametrize(
+    ("repos", "field"),
+    [(["\x00"], "repos[0]"), (["o/a", "o r/b"], "repos[1]"), (["noslash"], "repos[0]"), (["o/a/b"], "repos[0]")],
+)
+def test_register_repos_validated_as_create_repos(
+    stub: tasks_pb2_grpc.TaskServiceStub, repos: list[str], field: str
+) -> None:
+    """One rule for repos: what CreateTask refuses, RegisterTaskRepos refuses, naming the same field."""
+    err = error_of(lambda: stub.CreateTask(tasks_pb2.CreateTaskRequest(name="n", repos=repos), timeout=5))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and violations(err) == [field]
+    task = create(stub, "reg")
+    req = tasks_pb2.RegisterTaskReposRequest(task_id=task.task_id, repos=repos)
+    err = error_of(lambda: stub.RegisterTaskRepos(req, timeout=5))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and violations(err) == [field]
+    upd = tasks_pb2.UpdateTaskRequest(task_id=task.task_id, repos=repos)
+    err = error_of(lambda: stub.UpdateTask(upd, timeout=5))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and violations(err) == [field]
+    assert stub.GetTask(tasks_pb2.GetTaskRequest(task_id=task.task_id), timeout=5).task == task
+
+
+@pytest.mark.parametrize("final", ["cancelled", "completed", "failed"])
+def test_register_repos_refused_for_a_finished_task(stub: tasks_pb2_grpc.TaskServiceStub, final: str) -> None:
+    task = create(stub, "done")
+    if final == "cancelled":
+        stub.CancelTask(tasks_pb2.CancelTaskRequest(task_id=task.task_id), timeout=5)
+    else:
+        status = S.TASK_STATUS_COMPLETED if final == "completed" else S.TASK_STATUS_FAILED
+        stub.UpdateTask(tasks_pb2.UpdateTaskRequest(task_id=task.task_id, status=status), timeout=5)
+    before = stub.GetTask(tasks_pb2.GetTaskRequest(task_id=task.task_id), timeout=5).task
+    events = stub.ListTaskEvents(tasks_pb2.ListTaskEventsRequest(task_id=task.task_id), timeout=5).events
+    req = tasks_pb2.RegisterTaskReposRequest(task_id=task.task_id, repos=["o/a"], lobster_type="swe")
+    err = error_of(lambda: stub.RegisterTaskRepos(req, timeout=5))
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION, err
+    assert err.details() == f"Task {task.task_id} is {final}: only an unfinished task can register repositories"
+    # Nothing stored changed: no broker fields, no event.
+    after = stub.GetTask(tasks_pb2.GetTaskRequest(task_id=task.task_id), timeout=5).task
+    assert after == before and not after.broker_repos and not after.HasField("broker_status")
+    again = stub.ListTaskEvents(tasks_pb2.ListTaskEventsRequest(task_id=task.task_id), timeout=5).events
+    assert list(again) == list(events)
+
+
 def test_unbuilt_services_answer_unimplemented(channel: grpc.Channel) -> None:
     costs = costs_pb2_grpc.CostServiceStub(channel)
     err = error_of(lambda: costs.ListCosts(costs_pb2.ListCostsRequest(), timeout=5))
@@ -327,3 +409,16 @@ def test_unparseable_request_bytes_are_invalid_argument(channel: grpc.Channel) -
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "UTF-8" in (err.details() or "")
     stub = tasks_pb2_grpc.TaskServiceStub(channel)
     assert list(stub.ListTasks(tasks_pb2.ListTasksRequest(), timeout=5).tasks) == []
+
+
+def test_create_job_run_at_out_of_range_names_the_field(channel: grpc.Channel) -> None:
+    from lobwife.v1 import jobs_pb2, jobs_pb2_grpc
+
+    jobs = jobs_pb2_grpc.JobServiceStub(channel)
+    job = jobs_pb2.Job(name="far", command=["true"], run_at=timestamp_pb2.Timestamp(seconds=9_223_372_036_855))
+    err = error_of(lambda: jobs.CreateJob(jobs_pb2.CreateJobRequest(job=job), timeout=5))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err
+    assert violations(err) == ["job.run_at"]
+    with pytest.raises(grpc.RpcError) as missing:
+        jobs.GetJob(jobs_pb2.GetJobRequest(name="far"), timeout=5)
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND

@@ -33,6 +33,7 @@ from google.protobuf import message_factory
 from google.protobuf.message import Message
 
 from lobwife_server.errors import ApiError, invalid_argument
+from lobwife_server.validation import TIMESTAMP_MAX_SECONDS, TIMESTAMP_MIN_SECONDS, check_timestamp
 
 __all__ = [
     "MAX_DEPTH",
@@ -73,9 +74,9 @@ _TIMESTAMP = "google.protobuf.Timestamp"
 _DURATION = "google.protobuf.Duration"
 _FIELD_MASK = "google.protobuf.FieldMask"
 
-# Valid range of google.protobuf.Timestamp: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59Z.
-_TS_MIN = -62135596800
-_TS_MAX = 253402300799
+# Valid range of google.protobuf.Timestamp (one rule for both transports: validation.check_timestamp).
+_TS_MIN = TIMESTAMP_MIN_SECONDS
+_TS_MAX = TIMESTAMP_MAX_SECONDS
 # Valid range of google.protobuf.Duration: +-10000 years.
 _DUR_MAX = 315576000000
 
@@ -653,9 +654,8 @@ def _parse_timestamp_text(v: str, path: str) -> tuple[int, int]:
             raise invalid_argument(path, f'invalid UTC offset in "{v}"')
         offset = ohi * 3600 + omi * 60
         seconds -= offset if sign == "+" else -offset
-    if seconds < _TS_MIN or seconds > _TS_MAX:
-        raise invalid_argument(path, f'timestamp "{v}" is out of range (years 0001-9999)')
     nanos = int(frac.ljust(9, "0")) if frac else 0
+    check_timestamp(path, seconds, nanos, v)
     return seconds, nanos
 
 

@@ -18,6 +18,7 @@ from google.protobuf import duration_pb2
 from lobwife.v1 import jobs_pb2
 from lobwife_server import schedules
 from lobwife_server.errors import ApiError, invalid_argument
+from lobwife_server.validation import check_timestamp
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -144,6 +145,7 @@ def validate(job: jobs_pb2.Job, prefix: str = "job", *, source: str = "api") -> 
     elif which == "interval":
         interval = _bounded(f("interval"), _duration(job.interval), INTERVAL_MIN, INTERVAL_MAX)
     else:
+        check_timestamp(f("run_at"), job.run_at.seconds, job.run_at.nanos)
         run_at = job.run_at.ToDatetime(tzinfo=UTC)
     zone = job.time_zone or "UTC"
     try:

@@ -204,18 +204,33 @@ def list_events(conn: sqlite3.Connection, number: int, before_id: int | None, li
 
 
 def changes_after(
-    conn: sqlite3.Connection, cursor: int, task_number: int | None, limit: int
+    conn: sqlite3.Connection, cursor: int, task_number: int | None, limit: int, max_bytes: int | None = None
 ) -> list[tuple[tasks_pb2.TaskEvent, tasks_pb2.Task]]:
-    """Events after ``cursor`` in order, each with its task as it is now."""
+    """Events after ``cursor`` in order, each with its task as it is now.
+
+    At most ``limit`` events, and when ``max_bytes`` is given, no more after their
+    details reach it (at least one event): a page a stream may hold while it waits
+    on its client. An empty list means there is nothing after ``cursor``.
+    """
     if task_number is None:
-        rows = conn.execute(
+        found = conn.execute(
             f"SELECT {EVENT_COLUMNS} FROM task_events WHERE id > ? ORDER BY id LIMIT ?", (cursor, limit)
-        ).fetchall()
+        )
     else:
-        rows = conn.execute(
+        found = conn.execute(
             f"SELECT {EVENT_COLUMNS} FROM task_events WHERE id > ? AND task_id = ? ORDER BY id LIMIT ?",
             (cursor, task_number, limit),
-        ).fetchall()
+        )
+    if max_bytes is None:
+        rows = found.fetchall()
+    else:
+        rows, total = [], 0
+        for r in found:
+            rows.append(r)
+            total += 64 + (len(r[3]) if r[3] else 0)  # a row's fixed fields, roughly, and its detail
+            if total >= max_bytes:
+                break
+        found.close()
     if not rows:
         return []
     ids = sorted({r[1] for r in rows})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import functools
 import secrets
 import sqlite3
@@ -9,9 +10,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
+
 from lobwife.v1 import tasks_pb2
 from lobwife_server import task_store as store
-from lobwife_server.errors import failed_precondition, invalid_argument
+from lobwife_server.errors import ApiError, failed_precondition, invalid_argument
 from lobwife_server.rpc import CallContext, WireMessage, single_part
 from lobwife_server.storage import BatchKind, Database, WriteContext
 from lobwife_server.task_cache import TaskCache
@@ -22,11 +25,12 @@ from lobwife_server.validation import (
     MAX_NAME,
     MAX_REQUEST_ID,
     PageTokens,
-    check_list,
+    check_repos,
     check_text,
     page_size,
     parse_task_number,
     task_not_found,
+    timestamp_us,
 )
 from lobwife_server.watch import ChangeFeed
 
@@ -49,7 +53,10 @@ _TIMESTAMP_FIELDS = frozenset({"queued_at", "assigned_at", "completed_at"})
 _EVENTS_PAGE_MAX = 1000
 #: The empty base of every CreateTask response; shared, so never mutated.
 _CREATE_RESPONSE = tasks_pb2.CreateTaskResponse()
-_WATCH_REPLAY_PAGE = 500
+#: Rows per replay read, and of their details' bytes: what a stream replaying to a client that does not read
+#: holds at most.
+_WATCH_REPLAY_PAGE = 100
+_WATCH_REPLAY_BYTES = 256 * 1024
 
 
 def _status_text(value: int, field: str = "status") -> str:
@@ -142,7 +149,7 @@ class TaskService:
         request_id = check_text("request_id", v, MAX_REQUEST_ID) if (v := req.request_id) else None
         actor = check_text("actor", v) if (v := req.actor) else None
         status = _status_text(req.status) if req.status else "queued"
-        repos = check_list("repos", req.repos) if req.repos else None
+        repos = check_repos("repos", req.repos) if req.repos else None
         # In store.CREATE_COLUMNS order, up to the time stamps the writer adds.
         fields = (
             name,
@@ -244,8 +251,12 @@ class TaskService:
             status=_status_text(req.status) if req.status else None,
             type=check_text("type", req.type),
             assigned_to=check_text("assigned_to", req.assigned_to),
-            created_after_us=to_us(req.created_after) if req.HasField("created_after") else None,
-            created_before_us=to_us(req.created_before) if req.HasField("created_before") else None,
+            created_after_us=(
+                timestamp_us("created_after", req.created_after) if req.HasField("created_after") else None
+            ),
+            created_before_us=(
+                timestamp_us("created_before", req.created_before) if req.HasField("created_before") else None
+            ),
         )
         before = self.tokens.parse(req.page_token, "tasks", f.key())
         if f.is_empty():
@@ -314,7 +325,7 @@ class TaskService:
         values: dict[str, Any] = {}
         for n in names:
             if n == "repos":
-                values[n] = store.dump_list(check_list("repos", req.repos)) if req.repos else None
+                values[n] = store.dump_list(check_repos("repos", req.repos)) if req.repos else None
                 continue
             if not req.HasField(n):  # type: ignore[arg-type]
                 if n == "name":
@@ -333,7 +344,7 @@ class TaskService:
             elif n == "requires_qa":
                 values[n] = 1 if v else 0
             elif n in _TIMESTAMP_FIELDS:
-                values[n] = to_us(v)
+                values[n] = timestamp_us(n, v)
             else:
                 values[n] = check_text(n, v) or store.UPDATABLE[n]
         return names, values
@@ -445,7 +456,7 @@ class TaskService:
         number = parse_task_number(req.task_id)
         if not req.repos:
             raise invalid_argument("repos", "at least one repository is required")
-        repos = check_list("repos", req.repos)
+        repos = check_repos("repos", req.repos)
         lobster_type = (check_text("lobster_type", req.lobster_type) if req.HasField("lobster_type") else None) or (
             "unknown"
         )
@@ -455,7 +466,14 @@ class TaskService:
             found = store.status_of(conn, number)
             if found is None:
                 raise task_not_found(number)
-            now = store.next_stamp(found[1])
+            current, last_update = found
+            if current in store.FINAL_STATUSES:
+                # A finished task needs no tokens: registering it would make the broker hand them out again.
+                raise failed_precondition(
+                    f"Task T{number} is {current}: only an unfinished task can register repositories",
+                    reason="TASK_ALREADY_FINAL",
+                )
+            now = store.next_stamp(last_update)
             store.update_task(
                 conn,
                 number,
@@ -490,23 +508,41 @@ class TaskService:
             cursor = req.after_cursor or self.feed.last_cursor
             replay = cursor < self.feed.last_cursor
             while True:
-                if replay or sub.overflowed:
+                if replay:
                     sub.reset()
                     while True:
-                        page = await self.db.read(
-                            functools.partial(
-                                store.changes_after, cursor=cursor, task_number=only, limit=_WATCH_REPLAY_PAGE
+                        # Rows leave the page as they are sent: a stream blocked on a client
+                        # that does not read holds one bounded page at most, and less and less of it.
+                        page = collections.deque(
+                            await self.db.read(
+                                functools.partial(
+                                    store.changes_after,
+                                    cursor=cursor,
+                                    task_number=only,
+                                    limit=_WATCH_REPLAY_PAGE,
+                                    max_bytes=_WATCH_REPLAY_BYTES,
+                                )
                             )
                         )
-                        for event, task in page:
+                        if not page:
+                            break
+                        while page:
+                            event, task = page.popleft()
                             cursor = event.id
                             yield tasks_pb2.WatchTasksResponse(cursor=event.id, event=event, task=task)
-                        if len(page) < _WATCH_REPLAY_PAGE:
-                            break
-                    replay = False
+                    # Live changes that overflowed the queue while replaying are in the database: replay on.
+                    replay = sub.overflowed
                     continue
                 change = await sub.get()
                 if change is None:
+                    if sub.overflowed:
+                        raise ApiError(
+                            grpc.StatusCode.ABORTED,
+                            f"watch fell behind: more than {sub.size} changes or {sub.max_bytes // 1024} KiB"
+                            " were waiting to be sent;"
+                            f" resume with after_cursor={cursor}",
+                            reason="WATCH_FELL_BEHIND",
+                        )
                     return  # server shutting down
                 if change.cursor <= cursor or (only is not None and change.event.task_id != only):
                     continue

@@ -12,7 +12,10 @@ import json
 import re
 from collections.abc import Sequence
 
+from google.protobuf import timestamp_pb2
+
 from lobwife_server.errors import ApiError, invalid_argument, not_found
+from lobwife_server.timeutil import to_us
 
 MAX_NAME = 500
 MAX_SHORT = 200  # slug, type, priority, model, assigned_to, workflow, actor, event_type, ...
@@ -21,6 +24,12 @@ MAX_REPOS = 100
 MAX_REQUEST_ID = 128
 MAX_ESTIMATE_MINUTES = 10_000_000
 INT64_MAX = 2**63 - 1
+
+#: google.protobuf.Timestamp's valid range, 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59.999999999Z.
+#: Every timestamp a client sends, over either transport, is held to it (check_timestamp): it
+#: also keeps the stored microseconds well inside SQLite's 64-bit integer.
+TIMESTAMP_MIN_SECONDS = -62_135_596_800
+TIMESTAMP_MAX_SECONDS = 253_402_300_799
 
 _TASK_REF = re.compile(r"^[Tt]?([0-9]{1,19})$")
 
@@ -34,6 +43,24 @@ def parse_task_number(value: str, field: str = "task_id") -> int:
     if number < 1 or number > INT64_MAX:
         raise invalid_argument(field, f"task number out of range: {value[:40]!r}")
     return number
+
+
+def check_timestamp(field: str, seconds: int, nanos: int, shown: str | None = None) -> None:
+    """INVALID_ARGUMENT naming ``field`` unless (seconds, nanos) is a valid Timestamp.
+
+    ``shown`` is the value as the client wrote it (the HTTP gateway's RFC 3339 text).
+    """
+    if not TIMESTAMP_MIN_SECONDS <= seconds <= TIMESTAMP_MAX_SECONDS:
+        what = f'"{shown[:40]}"' if shown is not None else f"{seconds}s"
+        raise invalid_argument(field, f"timestamp {what} is out of range (years 0001-9999)")
+    if not 0 <= nanos <= 999_999_999:
+        raise invalid_argument(field, f"timestamp nanos must be 0 to 999999999, got {nanos}")
+
+
+def timestamp_us(field: str, ts: timestamp_pb2.Timestamp) -> int:
+    """A client's Timestamp as stored (microseconds), once check_timestamp accepts it."""
+    check_timestamp(field, ts.seconds, ts.nanos)
+    return to_us(ts)
 
 
 def task_not_found(number: int) -> ApiError:
@@ -67,6 +94,22 @@ def check_list(field: str, values: Sequence[str], *, max_items: int = MAX_REPOS,
             if text is None:
                 raise invalid_argument(f"{field}[{i}]", "must not be blank")
         out.append(text)
+    return out
+
+
+# A GitHub repository as ``owner/name``: what the broker scopes tokens to.
+_REPO = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
+
+
+def check_repos(field: str, values: Sequence[str]) -> list[str]:
+    """Repository names (``owner/name``), bounded as check_list bounds a list: the one rule for every repos field."""
+    out = check_list(field, values)
+    for i, repo in enumerate(out):
+        owner, _, name = repo.partition("/")
+        if _REPO.fullmatch(repo) is None or owner in (".", "..") or name in (".", ".."):
+            raise invalid_argument(
+                f"{field}[{i}]", f"must be a repository as owner/name (letters, digits, . - _), got {repo[:40]!r}"
+            )
     return out
 
 
