@@ -154,7 +154,9 @@ class TaskServiceServicer:
     def RegisterTaskRepos(self, request, context):
         """Records the repositories a task may get GitHub tokens for, sets the task's
         broker fields and logs a `broker_registered` event. NOT_FOUND when the task
-        does not exist (BrokerService.RegisterTask keeps unmatched references).
+        does not exist (BrokerService.RegisterTask keeps unmatched references);
+        FAILED_PRECONDITION (HTTP 409) when it is completed, failed or cancelled;
+        INVALID_ARGUMENT naming `repos[i]` for an entry that is not `owner/name`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -65,7 +65,9 @@ class TaskServiceStub:
     RegisterTaskRepos: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.RegisterTaskReposRequest, _tasks_pb2.RegisterTaskReposResponse]
     """Records the repositories a task may get GitHub tokens for, sets the task's
     broker fields and logs a `broker_registered` event. NOT_FOUND when the task
-    does not exist (BrokerService.RegisterTask keeps unmatched references).
+    does not exist (BrokerService.RegisterTask keeps unmatched references);
+    FAILED_PRECONDITION (HTTP 409) when it is completed, failed or cancelled;
+    INVALID_ARGUMENT naming `repos[i]` for an entry that is not `owner/name`.
     """
     WatchTasks: _grpc.UnaryStreamMultiCallable[_tasks_pb2.WatchTasksRequest, _tasks_pb2.WatchTasksResponse]
     """Streams task changes: every event appended after `after_cursor`, each with
@@ -111,7 +113,9 @@ class TaskServiceAsyncStub(TaskServiceStub):
     RegisterTaskRepos: _aio.UnaryUnaryMultiCallable[_tasks_pb2.RegisterTaskReposRequest, _tasks_pb2.RegisterTaskReposResponse]  # type: ignore[assignment]
     """Records the repositories a task may get GitHub tokens for, sets the task's
     broker fields and logs a `broker_registered` event. NOT_FOUND when the task
-    does not exist (BrokerService.RegisterTask keeps unmatched references).
+    does not exist (BrokerService.RegisterTask keeps unmatched references);
+    FAILED_PRECONDITION (HTTP 409) when it is completed, failed or cancelled;
+    INVALID_ARGUMENT naming `repos[i]` for an entry that is not `owner/name`.
     """
     WatchTasks: _aio.UnaryStreamMultiCallable[_tasks_pb2.WatchTasksRequest, _tasks_pb2.WatchTasksResponse]  # type: ignore[assignment]
     """Streams task changes: every event appended after `after_cursor`, each with
@@ -202,7 +206,9 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_tasks_pb2.RegisterTaskReposResponse, _abc.Awaitable[_tasks_pb2.RegisterTaskReposResponse]]:
         """Records the repositories a task may get GitHub tokens for, sets the task's
         broker fields and logs a `broker_registered` event. NOT_FOUND when the task
-        does not exist (BrokerService.RegisterTask keeps unmatched references).
+        does not exist (BrokerService.RegisterTask keeps unmatched references);
+        FAILED_PRECONDITION (HTTP 409) when it is completed, failed or cancelled;
+        INVALID_ARGUMENT naming `repos[i]` for an entry that is not `owner/name`.
         """
 
     @_abc_1.abstractmethod
