@@ -173,9 +173,9 @@ class LobwifeServer:
         self.grpc_server = server
 
         self.http_app = gateway.build_app(dispatcher, max_body_bytes=cfg.max_body_bytes)
-        self.http_runner = web.AppRunner(self.http_app, access_log=None, handle_signals=False)
+        self.http_runner = gateway.make_runner(self.http_app, cfg.http_limits, shutdown_timeout=cfg.grace)
         await self.http_runner.setup()
-        site = web.TCPSite(self.http_runner, cfg.host, cfg.http_port, shutdown_timeout=cfg.grace)
+        site = gateway.LimitedSite(self.http_runner, cfg.host, cfg.http_port, cfg.http_limits)
         await site.start()
         self.http_port = _bound_port(self.http_runner, cfg.http_port)
         scheduler.url = cfg.url.rsplit(":", 1)[0] + f":{self.http_port}"

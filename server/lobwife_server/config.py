@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
+import resource
+from dataclasses import dataclass, field
 from pathlib import Path
 
 #: The example jobs shipped with the package: the quick start's default jobs file.
@@ -12,6 +13,51 @@ from pathlib import Path
 # network, so 128 lets a herd start together while bounding processes and fds (2 per run).
 DEFAULT_MAX_CONCURRENT_RUNS = 128
 EXAMPLE_JOBS = Path(__file__).resolve().parent / "examples" / "jobs.toml"
+
+# HTTP limits against slow and idle clients (docs/http.md, "Slow clients").
+# Headers: curl and the fleet's clients send a request's headers in one segment, so
+# 10 s only ever ends a client that is stuck or hostile.
+DEFAULT_HTTP_HEADER_TIMEOUT = 10.0
+# Body: the bound is on silence (no byte for this long), not on the whole upload.
+DEFAULT_HTTP_BODY_TIMEOUT = 30.0
+# Idle keep-alive: long enough for a script's next call to reuse the connection, short
+# enough that idle pools do not hold connection slots (and fds) for long.
+DEFAULT_HTTP_IDLE_TIMEOUT = 15.0
+# Open HTTP connections, by default: the fd limit minus a reserve for everything else
+# (job runs, 2 fds each; the database; gRPC; logs), at most half the limit, capped.
+HTTP_FD_RESERVE_BASE = 128
+HTTP_MAX_CONNECTIONS_CAP = 1024
+# An explicit --http-max-connections must leave at least this many fds for the rest.
+HTTP_MIN_FD_RESERVE = 64
+
+
+def fd_limit() -> int:
+    """This process's file-descriptor limit (the soft RLIMIT_NOFILE)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    return int(soft)
+
+
+def default_http_max_connections(nofile: int, max_concurrent_runs: int) -> int:
+    """The default bound on open HTTP connections for an fd limit of ``nofile``.
+
+    ``nofile`` minus a reserve of 128 + 2 per concurrent job run (the reserve is at most
+    half the limit), capped at 1024: 640 under the common soft limit of 1024 with 128
+    runs, 128 under a limit of 256.
+    """
+    reserve = min(HTTP_FD_RESERVE_BASE + 2 * max_concurrent_runs, nofile // 2)
+    return max(1, min(HTTP_MAX_CONNECTIONS_CAP, nofile - reserve))
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """Bounds on what one HTTP client can hold (seconds; connections)."""
+
+    header_timeout: float = DEFAULT_HTTP_HEADER_TIMEOUT
+    body_timeout: float = DEFAULT_HTTP_BODY_TIMEOUT
+    idle_timeout: float = DEFAULT_HTTP_IDLE_TIMEOUT
+    max_connections: int = HTTP_MAX_CONNECTIONS_CAP
 
 
 def default_state_dir() -> Path:
@@ -34,6 +80,7 @@ class Config:
     commit_delay: float = 0.002  # seconds at most; see storage.DEFAULT_COMMIT_DELAY
     jobs_file: Path | None = EXAMPLE_JOBS
     max_concurrent_runs: int = DEFAULT_MAX_CONCURRENT_RUNS
+    http_limits: HttpLimits = field(default_factory=HttpLimits)
 
     @property
     def db_path(self) -> Path:
@@ -61,6 +108,45 @@ def _env_int(name: str, default: int, lo: int, hi: int) -> int:
     if not lo <= value <= hi:
         raise ConfigError(f"{name}={value}: must be between {lo} and {hi}")
     return value
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected a number of seconds") from None
+
+
+def _seconds(which: str, value: float | None, default: float) -> float:
+    """An HTTP timeout from its flag, else its variable, else the default; out of range names both."""
+    flag, env = f"--http-{which}-timeout", f"LOBWIFE_HTTP_{which.upper()}_TIMEOUT"
+    seconds = value if value is not None else _env_float(env, default)
+    if not 0.1 <= seconds <= 3600:  # also refuses nan
+        raise ConfigError(f"{flag} / {env}={seconds:g}: must be between 0.1 and 3600 seconds")
+    return seconds
+
+
+def _http_limits(args: argparse.Namespace, max_runs: int) -> HttpLimits:
+    nofile = fd_limit()
+    env = "LOBWIFE_HTTP_MAX_CONNECTIONS"
+    conns = args.http_max_connections if args.http_max_connections is not None else _env_int(env, 0, 0, 1 << 20)
+    highest = nofile - HTTP_MIN_FD_RESERVE
+    if conns == 0:
+        conns = default_http_max_connections(nofile, max_runs)
+    elif not 1 <= conns <= highest:
+        raise ConfigError(
+            f"--http-max-connections / {env}={conns}: must be between 1 and {highest} "
+            f"(the file-descriptor limit {nofile} minus {HTTP_MIN_FD_RESERVE} for the rest), or 0 for the default"
+        )
+    return HttpLimits(
+        header_timeout=_seconds("header", args.http_header_timeout, DEFAULT_HTTP_HEADER_TIMEOUT),
+        body_timeout=_seconds("body", args.http_body_timeout, DEFAULT_HTTP_BODY_TIMEOUT),
+        idle_timeout=_seconds("idle", args.http_idle_timeout, DEFAULT_HTTP_IDLE_TIMEOUT),
+        max_connections=conns,
+    )
 
 
 def _port(value: str) -> int:
@@ -103,6 +189,31 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help=f"bound on job runs at once (env LOBWIFE_MAX_CONCURRENT_RUNS; default {DEFAULT_MAX_CONCURRENT_RUNS})",
     )
+    p.add_argument(
+        "--http-header-timeout",
+        type=float,
+        help="seconds a client gets to send a request's headers, from connecting or from its first byte "
+        f"(env LOBWIFE_HTTP_HEADER_TIMEOUT; default {DEFAULT_HTTP_HEADER_TIMEOUT:g})",
+    )
+    p.add_argument(
+        "--http-body-timeout",
+        type=float,
+        help="seconds a request body may go without a byte arriving "
+        f"(env LOBWIFE_HTTP_BODY_TIMEOUT; default {DEFAULT_HTTP_BODY_TIMEOUT:g})",
+    )
+    p.add_argument(
+        "--http-idle-timeout",
+        type=float,
+        help="seconds an idle keep-alive connection stays open "
+        f"(env LOBWIFE_HTTP_IDLE_TIMEOUT; default {DEFAULT_HTTP_IDLE_TIMEOUT:g})",
+    )
+    p.add_argument(
+        "--http-max-connections",
+        type=int,
+        help="bound on open HTTP connections; more are answered 503 and closed (env "
+        "LOBWIFE_HTTP_MAX_CONNECTIONS; default 0: the fd limit minus 128 + 2 per concurrent run, "
+        f"at most half the limit, capped at {HTTP_MAX_CONNECTIONS_CAP})",
+    )
     return p
 
 
@@ -128,6 +239,7 @@ def from_args(args: argparse.Namespace) -> Config:
     if not 1 <= max_runs <= 1024:
         raise ConfigError(f"max concurrent runs must be between 1 and 1024, got {max_runs}")
     return Config(
+        http_limits=_http_limits(args, max_runs),
         jobs_file=jobs_file,
         max_concurrent_runs=max_runs,
         state_dir=(state_dir or default_state_dir()).expanduser(),

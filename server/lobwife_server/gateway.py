@@ -23,17 +23,20 @@ import urllib.parse
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from aiohttp import web
 from aiohttp.http import HttpVersion11
+from aiohttp.streams import StreamReader
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError, _ErrInfo
 from google.protobuf import descriptor, descriptor_pool
 from google.protobuf.message import Message
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from lobwife.v1 import annotations_pb2
 from lobwife_server import codec, metrics
+from lobwife_server.config import HttpLimits
 from lobwife_server.errors import HTTP_STATUS, ApiError, invalid_argument
 from lobwife_server.rpc import CallContext, Dispatcher, MethodInfo, WireMessage
 
@@ -112,6 +115,15 @@ class _BodyTooLarge(Exception):
     pass
 
 
+def _client_gone(request: web.Request) -> web.Response:
+    # A client that hangs up mid-request is routine (timeouts, killed pods): one debug
+    # line, and an answer nobody will read (aiohttp drops it).
+    log.debug("HTTP %s %s: the client went away mid-request", request.method, request.path)
+    return _plain_error(
+        HTTP_STATUS[grpc.StatusCode.CANCELLED], grpc.StatusCode.CANCELLED, "the client went away", close=True
+    )
+
+
 def _too_large_response(limit: int) -> web.Response:
     # Connection: close -- the rest of the body is not read into memory; aiohttp
     # discards what the client still sends, then closes.
@@ -123,8 +135,29 @@ def _too_large_response(limit: int) -> web.Response:
     )
 
 
+class _BadBody(Exception):
+    """The body cannot be read: malformed (400) or too slow (408). The connection closes after the answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+    def response(self) -> web.Response:
+        code = grpc.StatusCode.DEADLINE_EXCEEDED if self.status == 408 else grpc.StatusCode.INVALID_ARGUMENT
+        return _plain_error(self.status, code, self.message, close=True)
+
+
 async def _read_body(request: web.Request, limit: int) -> bytes:
     """The request body, reading no more than ``limit`` + 1 bytes."""
+    try:
+        return await _read_body_bytes(request, limit)
+    except RequestPayloadError as e:
+        # aiohttp's own verdict on the framing (bad chunk, bad compression).
+        raise _BadBody(400, f"malformed request body: {e}") from None
+
+
+async def _read_body_bytes(request: web.Request, limit: int) -> bytes:
     length = request.content_length
     if length is not None:
         if length > limit:
@@ -530,6 +563,10 @@ class _Binding:
             return _error_response(e)
         except _BodyTooLarge:
             return _too_large_response(self.max_body)
+        except _BadBody as e:
+            return e.response()
+        except ConnectionError:
+            return _client_gone(request)
         except Exception:
             log.exception("HTTP %s %s failed", request.method, request.path, extra={"method": self.method.full_name})
             return _internal_error()
@@ -541,10 +578,16 @@ class _Binding:
             return _error_response(e)
         except _BodyTooLarge:
             return _too_large_response(self.max_body)
+        except _BadBody as e:
+            return e.response()
+        except ConnectionError:
+            return _client_gone(request)
         sse = "text/event-stream" in request.headers.get("Accept", "")
         agen = self.dispatcher.stream(self.method, req, self._ctx(request))
         try:
             return await self._pump(request, agen, sse)
+        except ConnectionError:
+            return _client_gone(request)
         except Exception:
             log.exception("HTTP stream %s failed", request.path, extra={"method": self.method.full_name})
             return _internal_error()
@@ -759,3 +802,310 @@ def routes_of(app: web.Application) -> Routes:
 
 def route_list(app: web.Application) -> Sequence[str]:
     return routes_of(app).describe()
+
+
+# --------------------------------------------------------------------------- the HTTP server: limits
+
+#: A refused connection (over the bound) keeps its fd at most this long, so that its
+#: client reads the 503 instead of a reset, and at most this many linger at once.
+REFUSED_LINGER = 0.5
+REFUSED_LINGER_MAX = 32
+
+
+def make_runner(app: web.Application, limits: HttpLimits, *, shutdown_timeout: float) -> web.AppRunner:
+    """An AppRunner whose connections close after ``limits.idle_timeout`` idle (aiohttp's keep-alive knob)."""
+    return web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=shutdown_timeout,
+        keepalive_timeout=limits.idle_timeout,
+    )
+
+
+def _raw_response(status: int, reason: str, code: grpc.StatusCode, message: str) -> bytes:
+    """A whole response, for the connection-level answers that no handler gives (503, 408)."""
+    body = codec.encode({"error": message, "code": code.value[0], "message": message})
+    retry = b"Retry-After: 1\r\n" if status == 503 else b""
+    head = b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%sConnection: close\r\n\r\n"
+    return head % (status, reason.encode(), len(body), retry) + body
+
+
+class _Gate:
+    """What the connections of one site share: the limits and the counts."""
+
+    def __init__(self, limits: HttpLimits) -> None:
+        self.limits = limits
+        self.open = 0
+        self.lingering = 0
+        self.refused = 0
+        self.refused_response = _raw_response(
+            503,
+            "Service Unavailable",
+            grpc.StatusCode.UNAVAILABLE,
+            f"too many open HTTP connections (limit {limits.max_connections}); try again",
+        )
+
+
+class _Connection(asyncio.Protocol):
+    """One HTTP connection: aiohttp's RequestHandler, plus the deadlines aiohttp does not have.
+
+    aiohttp bounds idle keep-alive (``keepalive_timeout``) but neither how long a
+    request's headers may take nor a body that stops arriving, and it accepts
+    connections until the process runs out of file descriptors. This wrapper counts
+    connections against the bound (refusing the excess with a 503) and keeps one timer
+    per connection, re-checked lazily when it fires (data arriving only moves a time
+    stamp):
+
+    - headers: from the connection's accept, or from the first byte of a later
+      request, until its headers are parsed: ``header_timeout``, then 408 and close;
+    - body: while the request's body is unfinished, no byte for ``body_timeout``:
+      the handler's read fails with 408 (or the connection closes if no handler reads).
+
+    It also answers a body whose framing breaks part-way (a bad chunk size arriving
+    after the headers) with 400: aiohttp queues that error behind the request whose
+    body it broke, so the handler would wait for the rest of the body for ever.
+
+    It reads a few of RequestHandler's private attributes (``_request_count``,
+    ``_messages``, ``_request_in_progress``); mypy checks that they still exist, and
+    tests/test_http_limits.py that they still mean the same.
+    """
+
+    __slots__ = (
+        "_body",
+        "_body_seen",
+        "_gate",
+        "_h",
+        "_header_since",
+        "_loop",
+        "_partial",
+        "_refused",
+        "_server",
+        "_timer",
+        "_transport",
+    )
+
+    def __init__(self, server: web.Server, gate: _Gate, loop: asyncio.AbstractEventLoop) -> None:
+        self._server = server
+        self._gate = gate
+        self._loop = loop
+        self._h: RequestHandler | None = None
+        self._transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        # Since when the current request's headers have been awaited (None: not awaiting them).
+        self._header_since: float | None = None
+        self._partial = False  # some of those headers arrived
+        self._body: StreamReader | None = None  # the body still arriving, if any
+        self._body_seen = 0.0  # when its last byte arrived
+        self._refused = False
+
+    # -- asyncio.Protocol ------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A stream transport (uvloop's are not asyncio.Transport subclasses, hence no isinstance).
+        transport = cast(asyncio.Transport, transport)
+        self._transport = transport
+        gate = self._gate
+        if gate.open >= gate.limits.max_connections:
+            self._refuse(transport)
+            return
+        gate.open += 1
+        self._h = h = self._server()
+        h.connection_made(transport)
+        now = self._loop.time()
+        self._header_since = now
+        self._arm(now + gate.limits.header_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        h = self._h
+        if h is None:
+            return  # refused: discard what the client sends until it reads the 503 and goes
+        count = h._request_count
+        body = self._body
+        h.data_received(data)
+        if body is not None or h._request_count != count:
+            self._progress(h, count, body)
+        else:
+            # Part of a request's headers (aiohttp has not parsed a whole request).
+            self._partial = True
+            if self._header_since is None:
+                self._header_since = now = self._loop.time()
+                self._arm(now + self._gate.limits.header_timeout)
+
+    def eof_received(self) -> None:
+        # Like aiohttp's (it returns None): the transport then closes. A refused
+        # client's EOF is the signal that it read the 503.
+        if self._h is not None:
+            self._h.eof_received()
+
+    def pause_writing(self) -> None:
+        if self._h is not None:
+            self._h.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._h is not None:
+            self._h.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        h, self._h = self._h, None
+        self._body = None
+        if h is None:
+            if self._refused:
+                self._refused = False
+                self._gate.lingering -= 1
+            return
+        self._gate.open -= 1
+        h.connection_lost(exc)
+
+    # -- the deadlines -----------------------------------------------------------
+
+    def _progress(self, h: RequestHandler, count: int, body: StreamReader | None) -> None:
+        now = self._loop.time()
+        limits = self._gate.limits
+        if body is not None:
+            if h._request_count != count and not body.is_eof() and h._messages:
+                msg = h._messages[-1][0]
+                if isinstance(msg, _ErrInfo):
+                    # The parser failed inside this body and left it waiting for bytes that
+                    # will never count: fail it now, and drop aiohttp's queued second answer.
+                    h._messages.pop()
+                    first_line = (msg.message or "bad framing").strip().splitlines()[0].rstrip(":")
+                    self._fail_body(h, body, _BadBody(400, f"malformed request body: {first_line}"))
+                    return
+            if body.is_eof():
+                self._body = None
+            else:
+                self._body_seen = now
+        if h._request_count != count:
+            # A request's headers are complete: its body (if still coming) is what is awaited now.
+            self._header_since = None
+            self._partial = False
+            last = h._messages[-1][1] if h._messages else None
+            if last is not None and not last.is_eof():
+                self._body = last
+                self._body_seen = now
+                self._arm(now + limits.body_timeout)
+
+    def _arm(self, when: float) -> None:
+        timer = self._timer
+        if timer is not None:
+            if timer.when() <= when:
+                return  # it fires first, and re-arms for what is then due
+            timer.cancel()
+        self._timer = self._loop.call_at(when, self._check)
+
+    def _check(self) -> None:
+        self._timer = None
+        h = self._h
+        if h is None or h.transport is None:
+            return
+        now = self._loop.time()
+        limits = self._gate.limits
+        body = self._body
+        if body is not None:
+            if body.is_eof() or body.exception() is not None:
+                self._body = None
+            else:
+                due = self._body_seen + limits.body_timeout
+                if now < due:
+                    self._arm(due)
+                    return
+                log.debug("HTTP request body timed out", extra={"peer": h.peername})
+                message = f"request body timed out (no data for {limits.body_timeout:g} s)"
+                self._fail_body(h, body, _BadBody(408, message))
+                return
+        since = self._header_since
+        if since is None:
+            return
+        if h._request_in_progress or h._messages:
+            # A pipelined request waits for the one before it; its clock starts after.
+            self._header_since = since = now
+        due = since + limits.header_timeout
+        if now < due:
+            self._arm(due)
+            return
+        log.debug("HTTP request headers timed out", extra={"peer": h.peername, "partial": self._partial})
+        transport = self._transport
+        if self._partial and transport is not None:
+            transport.write(
+                _raw_response(
+                    408,
+                    "Request Timeout",
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"request headers timed out (limit {limits.header_timeout:g} s)",
+                )
+            )
+        h.force_close()  # closing flushes the 408 first
+
+    def _fail_body(self, h: RequestHandler, body: StreamReader, error: _BadBody) -> None:
+        self._body = None
+        if not h._request_in_progress:
+            # Nobody will answer: the handler is done and aiohttp is discarding the rest of
+            # the body (an error there would be logged as a crash). Just close.
+            h.force_close()
+            return
+        body.set_exception(error)
+        # EOF too: after the answer, aiohttp must not wait to discard the rest of this body.
+        body.feed_eof()
+        h.close()  # the framing is lost (or the client too slow): no further request on this connection
+
+    def _refuse(self, transport: asyncio.Transport) -> None:
+        gate = self._gate
+        gate.refused += 1
+        log.warning(
+            "HTTP connection refused with 503: %d connections open, the limit (--http-max-connections)",
+            gate.open,
+            extra={"refused_total": gate.refused},
+        )
+        if gate.lingering >= REFUSED_LINGER_MAX:
+            transport.close()
+            return
+        # Answer, then wait (briefly) for the client to close first: closing with its
+        # request unread would reset the connection and lose the 503 on the way.
+        self._refused = True
+        gate.lingering += 1
+        transport.write(gate.refused_response)
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._timer = self._loop.call_later(REFUSED_LINGER, transport.close)
+
+
+class LimitedSite(web.BaseSite):
+    """A TCP site (like aiohttp's TCPSite) whose connections are bounded by :class:`HttpLimits`."""
+
+    def __init__(self, runner: web.BaseRunner, host: str, port: int, limits: HttpLimits, *, backlog: int = 128) -> None:
+        super().__init__(runner, backlog=backlog)
+        self._host = host
+        self._port = port
+        self._gate = _Gate(limits)
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self._port}"
+
+    @property
+    def open_connections(self) -> int:
+        return self._gate.open
+
+    async def start(self) -> None:
+        await super().start()
+        loop = asyncio.get_running_loop()
+        server = self._runner.server
+        assert server is not None
+        gate = self._gate
+        self._server = await loop.create_server(
+            lambda: _Connection(server, gate, loop), self._host, self._port, backlog=self._backlog
+        )
+        limits = gate.limits
+        log.info(
+            "HTTP limits",
+            extra={
+                "header_timeout": limits.header_timeout,
+                "body_timeout": limits.body_timeout,
+                "idle_timeout": limits.idle_timeout,
+                "max_connections": limits.max_connections,
+            },
+        )
