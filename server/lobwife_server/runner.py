@@ -576,11 +576,13 @@ async def _spawn(
     the caller writes the line (after recording the pid), the command has not run, so a server
     killed in that window leaves no unsupervised job behind.
     """
-    await asyncio.to_thread(_precheck, spec, env)
     gate_r, gate_w = os.pipe()  # both close-on-exec; Popen dups gate_r onto the child's stdin
-    popen = asyncio.ensure_future(
-        asyncio.to_thread(
-            subprocess.Popen,
+
+    def start() -> subprocess.Popen[bytes]:
+        # One worker-thread hop for the check and the start: when a herd of jobs is due together
+        # the default pool's few threads are the queue every start waits in.
+        _precheck(spec, env)
+        return subprocess.Popen(
             [GATE_SHELL, "-c", GATE_SCRIPT if "PWD" in env else GATE_SCRIPT_NO_PWD, "lobwife-gate", *spec.argv],
             stdin=gate_r,
             stdout=PIPE,
@@ -590,7 +592,8 @@ async def _spawn(
             start_new_session=True,
             close_fds=True,
         )
-    )
+
+    popen = asyncio.ensure_future(asyncio.to_thread(start))
     try:
         # Shielded: a cancel (shutdown) while Popen runs must not lose the child it starts.
         proc = await asyncio.shield(popen)
