@@ -3,7 +3,7 @@
 Same method and options as ``echo_server.py``, but each call's request bytes are
 inserted into a SQLite table (WAL, ``synchronous=FULL``) by one writer thread that
 takes everything queued, inserts it with one statement, COMMITs once, and only then
-answers the callers: the shape of ``lobwife_server.storage`` with no lobwife logic
+answers the callers: the shape of ``lobwife_server.storage.database`` with no lobwife logic
 at all (no validation, no messages, no cache). CreateTask cannot be faster than
 this on the same machine, so ``python bench/run.py --ceiling`` measures it beside
 the plain echo: the gap between the two is what a durable commit per call costs

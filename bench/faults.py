@@ -5,7 +5,7 @@
     python bench/faults.py --kills 200 --seconds 600 --disk-fills 10   # then 10 full-disk cycles (root)
     python bench/faults.py --kills 50 --seconds 120 --keep /tmp/faults  # keep the logs and the databases
 
-The harness is ``tests/faults.py`` (the short CI version is ``tests/test_faults.py``). One real server
+The harness is ``tests/faults.py`` (the short CI version is ``tests/e2e/test_faults.py``). One real server
 (``python -m lobwife_server`` over a fresh state folder in a temporary directory) runs 9 jobs, every
 second, one per overlap policy (forbid | allow | replace) x catch-up policy (skip | once | all), each
 ``sh -c`` that marks its start, prints, sleeps 0.7, 1.6 or 2.6 s and prints. Then, until ``--kills`` kills

@@ -26,6 +26,8 @@ ruff check .
 ruff format --check .
 echo "== mypy"
 mypy
+echo "== import layering"
+lint-imports --no-cache
 echo "== docs"
 python scripts/gen_http_docs.py --check
 echo "== pytest"

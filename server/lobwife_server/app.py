@@ -26,15 +26,18 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 
 from lobwife_server import config as config_mod
-from lobwife_server import gateway, jobs_file, logs, maintenance, migrations
+from lobwife_server.api import gateway
+from lobwife_server.api.rpc import SERVICE_NAMES, Dispatcher
 from lobwife_server.config import Config, ConfigError
-from lobwife_server.errors import ApiError
-from lobwife_server.jobs import JobService
-from lobwife_server.rpc import SERVICE_NAMES, Dispatcher
-from lobwife_server.scheduler import Scheduler
-from lobwife_server.storage import Database
-from lobwife_server.system import SystemService
-from lobwife_server.tasks import TaskService
+from lobwife_server.core import logs
+from lobwife_server.core.errors import ApiError
+from lobwife_server.jobs import jobs_file, maintenance
+from lobwife_server.jobs.scheduler import Scheduler
+from lobwife_server.jobs.service import JobService
+from lobwife_server.storage import migrations
+from lobwife_server.storage.database import Database
+from lobwife_server.system.service import SystemService
+from lobwife_server.tasks.service import TaskService
 
 log = logging.getLogger("lobwife")
 

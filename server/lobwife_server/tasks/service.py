@@ -1,0 +1,552 @@
+"""TaskService: the store of record for tasks and their event trail."""
+
+from __future__ import annotations
+
+import collections
+import functools
+import secrets
+import sqlite3
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from lobwife.v1 import tasks_pb2
+from lobwife_server.api.rpc import CallContext, WireMessage, single_part
+from lobwife_server.core.errors import ApiError, failed_precondition, invalid_argument
+from lobwife_server.core.timeutil import to_us
+from lobwife_server.core.validation import (
+    MAX_DETAIL,
+    MAX_ESTIMATE_MINUTES,
+    MAX_NAME,
+    MAX_REQUEST_ID,
+    PageTokens,
+    check_repos,
+    check_text,
+    page_size,
+    parse_task_number,
+    task_not_found,
+    timestamp_us,
+)
+from lobwife_server.storage import task_store as store
+from lobwife_server.storage.database import BatchKind, Database, WriteContext
+from lobwife_server.tasks.cache import TaskCache
+from lobwife_server.tasks.watch import ChangeFeed
+
+# Fields of UpdateTaskRequest that are not task fields; an HTTP PATCH body's
+# keys become the mask, so these may appear in it and are passed over.
+_NOT_TASK_FIELDS = frozenset({"actor", "task_id", "update_mask"})
+_OUTPUT_ONLY = frozenset(
+    {
+        "id",
+        "created_at",
+        "updated_at",
+        "broker_repos",
+        "broker_status",
+        "token_count",
+        "broker_registered_at",
+        "created_by",
+    }
+)
+_TIMESTAMP_FIELDS = frozenset({"queued_at", "assigned_at", "completed_at"})
+_EVENTS_PAGE_MAX = 1000
+#: The empty base of every CreateTask response; shared, so never mutated.
+_CREATE_RESPONSE = tasks_pb2.CreateTaskResponse()
+#: Rows per replay read, and of their details' bytes: what a stream replaying to a client that does not read
+#: holds at most.
+_WATCH_REPLAY_PAGE = 100
+_WATCH_REPLAY_BYTES = 256 * 1024
+
+
+def _status_text(value: int, field: str = "status") -> str:
+    text = store.STATUS_TEXT.get(value)
+    if text is None:
+        raise invalid_argument(field, f"must be one of {', '.join(store.STATUS_VALUE)}")
+    return text
+
+
+def _estimate(value: int) -> int:
+    if value < 0 or value > MAX_ESTIMATE_MINUTES:
+        raise invalid_argument("estimate_minutes", f"must be between 0 and {MAX_ESTIMATE_MINUTES}")
+    return value
+
+
+@dataclass(slots=True)
+class _NewTask:
+    """A validated CreateTask: the column values the client gave, in store.CREATE_COLUMNS order."""
+
+    fields: tuple[Any, ...]
+    status: str
+    actor: str | None
+    request_id: str | None
+    repos: list[str] | None  # the list that fields holds as JSON text
+
+    def row(self, now: int) -> tuple[Any, ...]:
+        """The whole row to insert (store.CREATE_COLUMNS), stamped ``now``."""
+        status = self.status
+        assigned = now if status == "active" else None
+        completed = now if status in store.FINAL_STATUSES else None
+        return (*self.fields, now, now, now, assigned, completed, self.actor, self.request_id)
+
+
+class TaskService:
+    def __init__(
+        self,
+        db: Database,
+        feed: ChangeFeed,
+        page_tokens: PageTokens,
+        cache: TaskCache | None = None,
+        max_task_id: int = 0,
+    ) -> None:
+        self.db = db
+        #: The highest task id committed, as far as the event loop has seen (after-commit hooks raise it).
+        self.max_task_id = max_task_id
+        self.feed = feed
+        self.tokens = page_tokens
+        self.cache = cache or TaskCache()
+        self._create_kind = BatchKind(self._create_one, self._create_many, single_statement=True)
+        # Writer thread only: (the writer connection's total_changes, the next event id)
+        # as of the last create that committed on its own (see _create_many).
+        self._next_event: tuple[int, int] | None = None
+
+    @classmethod
+    async def create(cls, db: Database) -> TaskService:
+        secret = await db.write(
+            lambda c, w: store.get_or_create_secret(c, "page_token_secret", secrets.token_bytes(32))
+        )
+        await db.write(lambda c, w: c.execute(store.CREATED_TRIGGER))
+        last = await db.read(store.max_event_id)
+        top = await db.read(store.max_task_id)
+        return cls(db, ChangeFeed(last), PageTokens(secret), max_task_id=top)
+
+    def _publish(
+        self, wctx: WriteContext, event: tasks_pb2.TaskEvent, task: tasks_pb2.Task
+    ) -> tuple[tasks_pb2.Task, bytes]:
+        """Once the write commits: the new snapshot into the cache, the change to the feed. Returns its bytes.
+
+        Runs in the writer thread, so the snapshot is serialized there, where it was
+        built: the event loop, the busier thread, only files the bytes.
+        """
+        data = task.SerializeToString()
+        updated = to_us(task.updated_at)
+
+        def committed() -> None:
+            self.cache.put(task, data, updated)
+            if task.id > self.max_task_id:
+                self.max_task_id = task.id
+            self.feed.publish_event(event, task)
+
+        wctx.after_commit(committed)
+        return task, data
+
+    # -- create ------------------------------------------------------------------
+
+    async def CreateTask(self, req: tasks_pb2.CreateTaskRequest, ctx: CallContext) -> WireMessage:
+        # A blank text is an absent one (check_text), so a field's truthiness is test
+        # enough: no HasField call per field, on every create.
+        name = check_text("name", req.name, MAX_NAME, required=True)
+        request_id = check_text("request_id", v, MAX_REQUEST_ID) if (v := req.request_id) else None
+        actor = check_text("actor", v) if (v := req.actor) else None
+        status = _status_text(req.status) if req.status else "queued"
+        repos = check_repos("repos", req.repos) if req.repos else None
+        # In store.CREATE_COLUMNS order, up to the time stamps the writer adds.
+        fields = (
+            name,
+            check_text("slug", v) if (v := req.slug) else None,
+            (check_text("type", v) if (v := req.type) else None) or "swe",
+            status,
+            (check_text("priority", v) if (v := req.priority) else None) or "normal",
+            check_text("model", v) if (v := req.model) else None,
+            check_text("assigned_to", v) if (v := req.assigned_to) else None,
+            store.dump_list(repos) if repos else None,
+            check_text("discord_thread_id", v) if (v := req.discord_thread_id) else None,
+            _estimate(req.estimate_minutes) if req.HasField("estimate_minutes") else None,  # 0 is a value
+            1 if req.requires_qa else 0,
+            check_text("workflow", v) if (v := req.workflow) else None,
+        )
+        new = _NewTask(fields, status, actor, request_id, repos)
+        # The writer answers with the whole response, encoded (see _create_many).
+        if request_id is None:
+            return await self.db.write_as(self._create_kind, new)
+        # The look-up by request_id stays with its insert: such creates run one by one.
+        return await self.db.write(functools.partial(self._create_one, new=new))
+
+    def _create_one(self, conn: sqlite3.Connection, wctx: WriteContext, new: _NewTask) -> WireMessage:
+        if new.request_id is not None:
+            existing = store.find_by_request_id(conn, new.request_id)
+            if existing is not None:
+                return single_part(_CREATE_RESPONSE, "task", existing.SerializeToString(), existing)
+        return self._create_many(conn, [(wctx, new)])[0]
+
+    def _create_many(self, conn: sqlite3.Connection, items: list[tuple[WriteContext, _NewTask]]) -> list[WireMessage]:
+        """Insert the tasks, and so their created events, with one statement; the responses, encoded.
+
+        Everything per task that can be done here is: this thread is otherwise
+        waiting for the disk, while the event loop is the busier thread. The
+        snapshots reach the cache and the change feed through one after-commit
+        hook for the whole group.
+        """
+        now = store.now()
+        rows = [new.row(now) for _, new in items]
+        # The next event id is known without a query (one statement step fewer, each a
+        # wait for the GIL) when the last create committed on its own and nothing has
+        # changed the database since: every change on the writer's connection, and
+        # every rolled-back one, moves its total_changes. It is only remembered from
+        # outside a transaction, since what a transaction inserted may still roll back.
+        known = self._next_event
+        hint = known[1] if known is not None and known[0] == conn.total_changes else None
+        first, first_event = store.insert_created(conn, rows, hint)
+        self._next_event = None if conn.in_transaction else (conn.total_changes, first_event + len(rows))
+        make = store.created_task
+        snapshots: list[tuple[tasks_pb2.Task, bytes]] = []
+        out: list[WireMessage] = []
+        for i, (_, new) in enumerate(items):
+            task = make(first + i, rows[i], new.repos)
+            data = task.SerializeToString()
+            snapshots.append((task, data))
+            out.append(single_part(_CREATE_RESPONSE, "task", data, task))
+        # On the first write of the group: its hooks run before any caller of the batch resumes.
+        news = [new for _, new in items]
+        items[0][0].after_commit(functools.partial(self._created, snapshots, news, first_event, now))
+        return out
+
+    def _created(
+        self, snapshots: list[tuple[tasks_pb2.Task, bytes]], news: list[_NewTask], first_event: int, now: int
+    ) -> None:
+        """After a group of creates commits (event loop): snapshots into the cache, changes to the feed."""
+        put = self.cache.put
+        for task, data in snapshots:
+            put(task, data, now)  # a new task's updated_at is its created_at, `now`
+        top = snapshots[-1][0].id
+        if top > self.max_task_id:
+            self.max_task_id = top
+        feed = self.feed
+        last_event = first_event + len(snapshots) - 1
+        if not feed.watched:  # no stream to tell: no event messages to make, only the cursor moves
+            feed.skip_to(last_event)
+            return
+        event = store.row_to_event
+        detail = store.CREATED_DETAIL
+        for i, ((task, _), new) in enumerate(zip(snapshots, news, strict=True)):
+            feed.publish_event(event((first_event + i, task.id, "created", detail + new.status, new.actor, now)), task)
+
+    # -- read --------------------------------------------------------------------
+
+    async def GetTask(self, req: tasks_pb2.GetTaskRequest, ctx: CallContext) -> WireMessage:
+        number = parse_task_number(req.task_id)
+        data = self.cache.get_bytes(number)
+        if data is None:
+            mark = self.cache.mark()
+            task = await self.db.read(lambda c: store.get_task(c, number))
+            if task is None:
+                raise task_not_found(number)
+            data = task.SerializeToString()
+            self.cache.fill(task, mark, data)
+        return WireMessage(tasks_pb2.GetTaskResponse(), {"task": data})
+
+    async def ListTasks(self, req: tasks_pb2.ListTasksRequest, ctx: CallContext) -> WireMessage:
+        size = page_size(req.page_size, default=100, maximum=500)
+        f = store.TaskFilter(
+            status=_status_text(req.status) if req.status else None,
+            type=check_text("type", req.type),
+            assigned_to=check_text("assigned_to", req.assigned_to),
+            created_after_us=(
+                timestamp_us("created_after", req.created_after) if req.HasField("created_after") else None
+            ),
+            created_before_us=(
+                timestamp_us("created_before", req.created_before) if req.HasField("created_before") else None
+            ),
+        )
+        before = self.tokens.parse(req.page_token, "tasks", f.key())
+        if f.is_empty():
+            # The newest tasks, unfiltered (a dashboard's first view): ids are sequential
+            # and never deleted, so when the cache holds every task of the page (and the
+            # one after it, to know whether there is a next page) no query is needed.
+            top = self.max_task_id if before is None else min(self.max_task_id, before - 1)
+            cached = self.cache.newest(top, size + 1)
+            if cached is not None:
+                return self._task_page(f, cached, size)
+        peek = self.cache.peek_bytes
+
+        def read(conn: sqlite3.Connection) -> tuple[list[tuple[int, bytes]], list[tuple[tasks_pb2.Task, bytes]]]:
+            keys = store.list_task_keys(conn, f, before, size + 1)
+            found: dict[int, bytes] = {}
+            missing: list[int] = []
+            for number, updated_at in keys:
+                data = peek(number, updated_at)
+                if data is not None:
+                    found[number] = data
+                else:
+                    missing.append(number)
+            fetched = [(t, t.SerializeToString()) for t in store.get_tasks(conn, missing).values()] if missing else []
+            for t, data in fetched:
+                found[t.id] = data
+            return [(n, found[n]) for n, _ in keys if n in found], fetched
+
+        mark = self.cache.mark()
+        rows, fetched = await self.db.read(read)
+        for t, data in fetched:
+            self.cache.fill(t, mark, data)
+        return self._task_page(f, rows, size)
+
+    def _task_page(self, f: store.TaskFilter, rows: list[tuple[int, bytes]], size: int) -> WireMessage:
+        """A page from up to size + 1 (id, bytes) rows, newest first: the extra row says there is a next page."""
+        base = tasks_pb2.ListTasksResponse()
+        if len(rows) > size:
+            base.next_page_token = self.tokens.make("tasks", f.key(), rows[size - 1][0])
+        # The cached bytes go out as they are: no copy into a response message.
+        return WireMessage(base, {"tasks": [data for _, data in rows[:size]]})
+
+    # -- update ------------------------------------------------------------------
+
+    def _changes(self, req: tasks_pb2.UpdateTaskRequest) -> tuple[list[str], dict[str, Any]]:
+        """The mask (validated, in order) and the column values it sets."""
+        if req.HasField("update_mask") and req.update_mask.paths:
+            names: list[str] = []
+            for path in req.update_mask.paths:
+                if path in _NOT_TASK_FIELDS:
+                    continue
+                if path in _OUTPUT_ONLY or path == "task_id":
+                    raise invalid_argument("update_mask", f"{path} is output only")
+                if path not in store.UPDATABLE:
+                    raise invalid_argument("update_mask", f"unknown field {path!r}")
+                if path not in names:
+                    names.append(path)
+        else:
+            # No mask: the fields that are set (a repeated field when non-empty).
+            names = [
+                n
+                for n in store.UPDATABLE
+                if (n == "repos" and req.repos) or (n != "repos" and req.HasField(n))  # type: ignore[arg-type]
+            ]
+        if not names:
+            raise invalid_argument("update_mask", "no valid field to update")
+        values: dict[str, Any] = {}
+        for n in names:
+            if n == "repos":
+                values[n] = store.dump_list(check_repos("repos", req.repos)) if req.repos else None
+                continue
+            if not req.HasField(n):  # type: ignore[arg-type]
+                if n == "name":
+                    raise invalid_argument("name", "must not be blank")
+                if n == "status":
+                    raise invalid_argument("status", f"must be one of {', '.join(store.STATUS_VALUE)}")
+                values[n] = store.UPDATABLE[n]
+                continue
+            v = getattr(req, n)
+            if n == "name":
+                values[n] = check_text("name", v, MAX_NAME, required=True)
+            elif n == "status":
+                values[n] = _status_text(v)
+            elif n == "estimate_minutes":
+                values[n] = _estimate(v)
+            elif n == "requires_qa":
+                values[n] = 1 if v else 0
+            elif n in _TIMESTAMP_FIELDS:
+                values[n] = timestamp_us(n, v)
+            else:
+                values[n] = check_text(n, v) or store.UPDATABLE[n]
+        return names, values
+
+    async def UpdateTask(self, req: tasks_pb2.UpdateTaskRequest, ctx: CallContext) -> tasks_pb2.UpdateTaskResponse:
+        number = parse_task_number(req.task_id)
+        actor = check_text("actor", req.actor) if req.HasField("actor") else None
+        names, values = self._changes(req)
+
+        def write(conn: sqlite3.Connection, wctx: WriteContext) -> tasks_pb2.Task:
+            found = store.status_of(conn, number)
+            if found is None:
+                raise task_not_found(number)
+            current, last_update = found
+            if current == "cancelled":
+                raise failed_precondition(f"Task T{number} is cancelled", reason="TASK_CANCELLED")
+            now = store.next_stamp(last_update)
+            changes = dict(values)
+            new_status = changes.get("status")
+            if new_status is not None and new_status != current:
+                # Stamp the status move unless the client set the time itself.
+                if new_status == "active" and "assigned_at" not in changes:
+                    changes["assigned_at"] = now
+                elif new_status in store.FINAL_STATUSES and "completed_at" not in changes:
+                    changes["completed_at"] = now
+                elif new_status == "queued" and "queued_at" not in changes:
+                    changes["queued_at"] = now
+            changes["updated_at"] = now
+            store.update_task(conn, number, changes)
+            event = store.insert_event(conn, number, "updated", "Updated: " + ", ".join(names), actor, now)
+            task = store.get_task(conn, number)
+            assert task is not None
+            self._publish(wctx, event, task)
+            return task
+
+        task = await self.db.write(write)
+        return tasks_pb2.UpdateTaskResponse(id=task.id, task_id=task.task_id, updated=names, task=task)
+
+    async def CancelTask(self, req: tasks_pb2.CancelTaskRequest, ctx: CallContext) -> tasks_pb2.CancelTaskResponse:
+        number = parse_task_number(req.task_id)
+        actor = check_text("actor", req.actor) if req.HasField("actor") else None
+        reason = check_text("reason", req.reason, MAX_DETAIL) if req.HasField("reason") else None
+
+        def write(conn: sqlite3.Connection, wctx: WriteContext) -> tasks_pb2.Task:
+            found = store.status_of(conn, number)
+            if found is None:
+                raise task_not_found(number)
+            current, last_update = found
+            if current in ("completed", "cancelled"):
+                raise failed_precondition(f"Task T{number} is already {current}", reason="TASK_ALREADY_FINAL")
+            now = store.next_stamp(last_update)
+            store.update_task(conn, number, {"status": "cancelled", "completed_at": now, "updated_at": now})
+            event = store.insert_event(
+                conn, number, "cancelled", reason or f"Task cancelled (was {current})", actor, now
+            )
+            task = store.get_task(conn, number)
+            assert task is not None
+            self._publish(wctx, event, task)
+            return task
+
+        task = await self.db.write(write)
+        return tasks_pb2.CancelTaskResponse(id=task.id, task_id=task.task_id, status=task.status, task=task)
+
+    # -- events ------------------------------------------------------------------
+
+    async def CreateTaskEvent(
+        self, req: tasks_pb2.CreateTaskEventRequest, ctx: CallContext
+    ) -> tasks_pb2.CreateTaskEventResponse:
+        number = parse_task_number(req.task_id)
+        event_type = check_text("event_type", req.event_type, required=True)
+        assert event_type is not None
+        detail = check_text("detail", req.detail, MAX_DETAIL) if req.HasField("detail") else None
+        actor = check_text("actor", req.actor) if req.HasField("actor") else None
+
+        def write(conn: sqlite3.Connection, wctx: WriteContext) -> tasks_pb2.TaskEvent:
+            task = store.get_task(conn, number)
+            if task is None:
+                raise task_not_found(number)
+            event = store.insert_event(conn, number, event_type, detail, actor, store.now())
+            self._publish(wctx, event, task)
+            return event
+
+        event = await self.db.write(write)
+        return tasks_pb2.CreateTaskEventResponse(status="logged", task_id=f"T{number}", event=event)
+
+    async def ListTaskEvents(
+        self, req: tasks_pb2.ListTaskEventsRequest, ctx: CallContext
+    ) -> tasks_pb2.ListTaskEventsResponse:
+        number = parse_task_number(req.task_id)
+        size = page_size(req.page_size, default=100, maximum=_EVENTS_PAGE_MAX)
+        before = self.tokens.parse(req.page_token, "events", [number])
+
+        def read(conn: sqlite3.Connection) -> list[tasks_pb2.TaskEvent] | None:
+            if not store.task_exists(conn, number):
+                return None
+            return store.list_events(conn, number, before, size + 1)
+
+        events = await self.db.read(read)
+        if events is None:
+            raise task_not_found(number)
+        resp = tasks_pb2.ListTaskEventsResponse(events=events[:size])
+        if len(events) > size:
+            resp.next_page_token = self.tokens.make("events", [number], events[size - 1].id)
+        return resp
+
+    async def RegisterTaskRepos(
+        self, req: tasks_pb2.RegisterTaskReposRequest, ctx: CallContext
+    ) -> tasks_pb2.RegisterTaskReposResponse:
+        number = parse_task_number(req.task_id)
+        if not req.repos:
+            raise invalid_argument("repos", "at least one repository is required")
+        repos = check_repos("repos", req.repos)
+        lobster_type = (check_text("lobster_type", req.lobster_type) if req.HasField("lobster_type") else None) or (
+            "unknown"
+        )
+        actor = (check_text("actor", req.actor) if req.HasField("actor") else None) or lobster_type
+
+        def write(conn: sqlite3.Connection, wctx: WriteContext) -> tasks_pb2.Task:
+            found = store.status_of(conn, number)
+            if found is None:
+                raise task_not_found(number)
+            current, last_update = found
+            if current in store.FINAL_STATUSES:
+                # A finished task needs no tokens: registering it would make the broker hand them out again.
+                raise failed_precondition(
+                    f"Task T{number} is {current}: only an unfinished task can register repositories",
+                    reason="TASK_ALREADY_FINAL",
+                )
+            now = store.next_stamp(last_update)
+            store.update_task(
+                conn,
+                number,
+                {
+                    "broker_repos": store.dump_list(repos),
+                    "broker_status": "active",
+                    "broker_registered_at": now,
+                    "updated_at": now,
+                },
+            )
+            event = store.insert_event(conn, number, "broker_registered", "repos=" + ", ".join(repos), actor, now)
+            task = store.get_task(conn, number)
+            assert task is not None
+            self._publish(wctx, event, task)
+            return task
+
+        task = await self.db.write(write)
+        return tasks_pb2.RegisterTaskReposResponse(status="registered", task_id=task.task_id, task=task)
+
+    # -- watch -------------------------------------------------------------------
+
+    async def WatchTasks(
+        self, req: tasks_pb2.WatchTasksRequest, ctx: CallContext
+    ) -> AsyncIterator[tasks_pb2.WatchTasksResponse]:
+        if req.after_cursor < 0:
+            raise invalid_argument("after_cursor", "must not be negative")
+        only = parse_task_number(req.task_id) if req.task_id else None
+        # Subscribe before reading the database so nothing published in
+        # between is lost; anything seen twice is dropped by cursor.
+        sub = self.feed.subscribe()
+        try:
+            cursor = req.after_cursor or self.feed.last_cursor
+            replay = cursor < self.feed.last_cursor
+            while True:
+                if replay:
+                    sub.reset()
+                    while True:
+                        # Rows leave the page as they are sent: a stream blocked on a client
+                        # that does not read holds one bounded page at most, and less and less of it.
+                        page = collections.deque(
+                            await self.db.read(
+                                functools.partial(
+                                    store.changes_after,
+                                    cursor=cursor,
+                                    task_number=only,
+                                    limit=_WATCH_REPLAY_PAGE,
+                                    max_bytes=_WATCH_REPLAY_BYTES,
+                                )
+                            )
+                        )
+                        if not page:
+                            break
+                        while page:
+                            event, task = page.popleft()
+                            cursor = event.id
+                            yield tasks_pb2.WatchTasksResponse(cursor=event.id, event=event, task=task)
+                    # Live changes that overflowed the queue while replaying are in the database: replay on.
+                    replay = sub.overflowed
+                    continue
+                change = await sub.get()
+                if change is None:
+                    if sub.overflowed:
+                        raise ApiError(
+                            grpc.StatusCode.ABORTED,
+                            f"watch fell behind: more than {sub.size} changes or {sub.max_bytes // 1024} KiB"
+                            " were waiting to be sent;"
+                            f" resume with after_cursor={cursor}",
+                            reason="WATCH_FELL_BEHIND",
+                        )
+                    return  # server shutting down
+                if change.cursor <= cursor or (only is not None and change.event.task_id != only):
+                    continue
+                cursor = change.cursor
+                yield tasks_pb2.WatchTasksResponse(cursor=change.cursor, event=change.event, task=change.task)
+        finally:
+            sub.close()
