@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import filecmp
+import re
 import shutil
 import subprocess
 import sys
@@ -83,7 +84,39 @@ def generate(out_root: Path) -> None:
     subprocess.run(cmd, check=True, cwd=ROOT)
     init = out_dir / "__init__.py"
     init.write_text('"""Generated from proto/lobwife/v1 by scripts/gen_protos.py. Do not edit."""\n')
+    write_services(out_dir / "services.py", protos)
     (out_root / "lobwife" / "py.typed").touch()
+
+
+SERVICE_RE = re.compile(r"^service\s+(\w+)\s*\{", re.M)
+
+
+def write_services(path: Path, protos: list[str]) -> None:
+    """The list of the contract's services, in file order: the one list every other list derives from
+    (the server's dispatcher, the typed client, the app's health names, the docs generator)."""
+    found: list[tuple[str, str]] = []
+    for rel in protos:
+        module = Path(rel).stem + "_pb2"
+        text = (PROTO_ROOT / rel).read_text()
+        found += [(module, name) for name in SERVICE_RE.findall(text)]
+    modules = sorted({m for m, _ in found})
+    lines = [
+        '"""Generated from proto/lobwife/v1 by scripts/gen_protos.py. Do not edit.',
+        "",
+        "Every service of the contract: the one list the server's dispatcher, the typed client and the",
+        'docs derive theirs from."""',
+        "",
+        "from google.protobuf.descriptor import ServiceDescriptor",
+        "",
+        f"from lobwife.v1 import {', '.join(modules)}",
+        "",
+        "SERVICES: tuple[ServiceDescriptor, ...] = (",
+        *[f'    {m}.DESCRIPTOR.services_by_name["{n}"],' for m, n in found],
+        ")",
+        "SERVICE_NAMES: tuple[str, ...] = tuple(s.full_name for s in SERVICES)",
+        "",
+    ]
+    path.write_text("\n".join(lines))
 
 
 def check() -> int:

@@ -53,12 +53,8 @@ from grpc_status import rpc_status
 
 from lobwife import __version__
 from lobwife.v1 import (
-    audits_pb2,
-    broker_pb2,
-    costs_pb2,
     jobs_pb2,
     jobs_pb2_grpc,
-    system_pb2,
     tasks_pb2,
     tasks_pb2_grpc,
 )
@@ -71,6 +67,7 @@ from lobwife.v1.jobs_pb2 import (
     RetryPolicy,
     WatchRunsResponse,
 )
+from lobwife.v1.services import SERVICE_NAMES
 from lobwife.v1.tasks_pb2 import (
     CancelTaskResponse,
     ListTaskEventsResponse,
@@ -116,11 +113,7 @@ RECONNECT_INITIAL_BACKOFF_MS = 200
 RECONNECT_MAX_BACKOFF_MS = 2000
 
 #: Every service of the contract; the retry policy applies to all of them.
-LOBWIFE_SERVICES: tuple[str, ...] = tuple(
-    service.full_name
-    for module in (tasks_pb2, jobs_pb2, broker_pb2, costs_pb2, audits_pb2, system_pb2)
-    for service in module.DESCRIPTOR.services_by_name.values()
-)
+LOBWIFE_SERVICES: tuple[str, ...] = SERVICE_NAMES
 
 _DETAILS_KEY = "grpc-status-details-bin"
 

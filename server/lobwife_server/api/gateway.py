@@ -869,7 +869,7 @@ class _Connection(asyncio.Protocol):
 
     It reads a few of RequestHandler's private attributes (``_request_count``,
     ``_messages``, ``_request_in_progress``); mypy checks that they still exist, and
-    tests/test_http_limits.py that they still mean the same.
+    tests/e2e/test_http_limits.py that they still mean the same.
     """
 
     __slots__ = (

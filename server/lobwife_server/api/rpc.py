@@ -11,6 +11,7 @@ validation, the auth hook, error mapping, logging and metrics are one code path.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,22 +21,21 @@ import grpc
 from google.protobuf import descriptor, message, message_factory
 from grpc_status import rpc_status
 
-from lobwife.v1 import audits_pb2, broker_pb2, costs_pb2, jobs_pb2, system_pb2, tasks_pb2
+from lobwife.v1.services import SERVICES
 from lobwife_server.core import metrics
 from lobwife_server.core.errors import ApiError, internal, invalid_argument, unimplemented
 
 log = logging.getLogger("lobwife.rpc")
 
-#: Every service of the contract, in the order reflection lists them.
-SERVICE_DESCRIPTORS: tuple[descriptor.ServiceDescriptor, ...] = (
-    tasks_pb2.DESCRIPTOR.services_by_name["TaskService"],
-    jobs_pb2.DESCRIPTOR.services_by_name["JobService"],
-    broker_pb2.DESCRIPTOR.services_by_name["BrokerService"],
-    costs_pb2.DESCRIPTOR.services_by_name["CostService"],
-    audits_pb2.DESCRIPTOR.services_by_name["AuditService"],
-    system_pb2.DESCRIPTOR.services_by_name["SystemService"],
-)
-SERVICE_NAMES: tuple[str, ...] = tuple(s.full_name for s in SERVICE_DESCRIPTORS)
+#: Every service of the contract: generated from the protos (lobwife.v1.services), never kept by hand.
+SERVICE_DESCRIPTORS: tuple[descriptor.ServiceDescriptor, ...] = SERVICES
+#: An attribute of an implementation that looks like an RPC (``GetTask``): one the contract does not
+#: define is a typo that would otherwise answer UNIMPLEMENTED without a word.
+_RPC_NAME = re.compile(r"^[A-Z][A-Za-z0-9]*$")
+
+
+class ContractError(Exception):
+    """The implementations and the contract disagree; the server refuses to start."""
 
 
 class CallContext:
@@ -219,6 +219,7 @@ class Dispatcher:
     def __init__(self, implementations: Mapping[str, object], authorizer: Authorizer | None = None) -> None:
         self.authorizer: Authorizer = authorizer or AllowAll()
         self.methods: dict[str, MethodInfo] = {}
+        _check_known(implementations)
         for svc in SERVICE_DESCRIPTORS:
             impl_obj = implementations.get(svc.full_name)
             for m in svc.methods:
@@ -235,6 +236,27 @@ class Dispatcher:
                     meters={t: metrics.CallMeter(svc.full_name, m.name, t) for t in TRANSPORTS},
                 )
                 self.methods[info.full_name] = info
+
+    def check_complete(self, not_built: Mapping[str, str]) -> None:
+        """ContractError unless every RPC is implemented or listed in ``not_built``.
+
+        ``not_built`` maps a service (``lobwife.v1.BrokerService``) or one method
+        (``/lobwife.v1.JobService/TriggerSync``) to why it answers UNIMPLEMENTED; an entry
+        that is implemented after all, or names nothing in the contract, is an error too.
+        """
+        problems = []
+        for m in self.methods.values():
+            listed = m.full_name in not_built or m.service in not_built
+            if m.impl is None and not listed:
+                problems.append(f"{m.full_name} is neither implemented nor listed as not built yet")
+            elif m.impl is not None and m.full_name in not_built:
+                problems.append(f"{m.full_name} is implemented but listed as not built yet")
+        known = {m.full_name for m in self.methods.values()} | {m.service for m in self.methods.values()}
+        for key in not_built:
+            if key not in known:
+                problems.append(f"{key} is listed as not built yet, but the contract has no such RPC")
+        if problems:
+            raise ContractError("; ".join(problems))
 
     async def unary(self, m: MethodInfo, request: message.Message, ctx: CallContext) -> Response:
         start = time.perf_counter()
@@ -380,3 +402,20 @@ def _log_error(m: MethodInfo, ctx: CallContext, e: ApiError) -> None:
         e.message,
         extra={"method": m.full_name, "code": e.code.name, "transport": ctx.transport},
     )
+
+
+def _check_known(implementations: Mapping[str, object]) -> None:
+    """ContractError for a service the contract lacks, or an RPC-looking method it does not define."""
+    services = {s.full_name: s for s in SERVICE_DESCRIPTORS}
+    problems = []
+    for name, impl in implementations.items():
+        svc = services.get(name)
+        if svc is None:
+            problems.append(f"{name} is not a service of the contract")
+            continue
+        methods = set(svc.methods_by_name)
+        for attr in dir(type(impl)):
+            if _RPC_NAME.match(attr) and callable(getattr(impl, attr, None)) and attr not in methods:
+                problems.append(f"{type(impl).__name__}.{attr} is not an RPC of {name}")
+    if problems:
+        raise ContractError("; ".join(problems))
