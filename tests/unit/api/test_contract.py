@@ -41,7 +41,7 @@ def test_a_method_the_contract_lacks_is_refused() -> None:
 
 
 def test_a_service_the_contract_lacks_is_refused() -> None:
-    with pytest.raises(ContractError, match="lobwife.v1.TaskServices is not a service of the contract"):
+    with pytest.raises(ContractError, match=r"lobwife\.v1\.TaskServices is not a service of the contract"):
         Dispatcher({"lobwife.v1.TaskServices": object()})
 
 
