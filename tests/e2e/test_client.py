@@ -973,6 +973,7 @@ def test_e2e_watch_runs_sees_state_changes_and_live_output(jw: Client) -> None:
             seen.append((msg.run.status, msg.output_chunk))
             if msg.run.status == J.RUN_STATUS_SUCCESS:
                 assert msg.run.exit_code == 0 and msg.run.duration >= 0.5
+                final = msg.run
                 break
     finally:
         stream.close()
@@ -985,6 +986,12 @@ def test_e2e_watch_runs_sees_state_changes_and_live_output(jw: Client) -> None:
     stored = jw.get_run("hello", run.run_id)
     assert stored.output == "one\ntwo\n" and stored.status == J.RUN_STATUS_SUCCESS
     assert jw.list_runs("hello").runs[0] == stored
+    # The final message carries the run's times, close to the recorded ones, and a duration without
+    # float noise.
+    assert final.HasField("started_at") and final.HasField("finished_at")
+    assert abs(final.finished_at.ToMicroseconds() - stored.finished_at.ToMicroseconds()) < 1_000_000
+    assert abs(final.started_at.ToMicroseconds() - stored.started_at.ToMicroseconds()) < 1_000_000
+    assert final.duration == round(final.duration, 6) == stored.duration
 
 
 def test_e2e_watch_runs_of_one_job(jw: Client) -> None:

@@ -108,8 +108,11 @@ def test_oversized_grpc_message_is_refused(stub: tasks_pb2_grpc.TaskServiceStub)
 
 def test_create_is_idempotent_by_request_id(stub: tasks_pb2_grpc.TaskServiceStub) -> None:
     a = create(stub, "once", request_id="req-1")
-    b = create(stub, "once again", request_id="req-1")
+    b = create(stub, "once", request_id="req-1")
     assert a == b
+    # The same id with another request is a conflict, not the first task (issue 9).
+    err = error_of(lambda: create(stub, "once again", request_id="req-1"))
+    assert err.code() == grpc.StatusCode.ALREADY_EXISTS and violations(err) == ["request_id"]
     assert len(stub.ListTasks(tasks_pb2.ListTasksRequest(), timeout=5).tasks) == 1
 
 

@@ -12,19 +12,23 @@
 
 Global options (``--addr``, ``--timeout``, ``--token``, ``--json``) go before or after
 the command. ``--addr`` defaults to ``$LOBWIFE_ADDR`` or 127.0.0.1:50051, ``--token``
-to ``$LOBWIFE_TOKEN``. Exit status: 0 on success, 1 when the server refused or failed
-the call (``error: NOT_FOUND: Task T9 not found`` on stderr), 2 for usage errors.
+to ``$LOBWIFE_TOKEN``. A command first waits up to ``--connect-timeout`` seconds (default 2)
+for the server to answer, then gives up with a hint. Exit status: 0 on success, 1 when the
+server refused or failed the call (``error: NOT_FOUND: Task T9 not found`` on stderr), 2 for
+usage errors, 3 when no lobwife server answers at the address.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
 import queue
 import re
 import shlex
+import socket
 import sys
 import threading
 import time
@@ -36,12 +40,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import grpc
 from google.protobuf import descriptor, duration_pb2, json_format, message, timestamp_pb2
 
-from lobwife import __version__
+from lobwife import __version__, enums
 from lobwife.client import (
     DEFAULT_ADDR,
     Client,
     LobwifeError,
     TaskUpdate,
+    channel_options,
     parse_status,
     status_name,
 )
@@ -114,10 +119,11 @@ def _apply_conventions(desc: Descriptor, data: dict[str, Any]) -> None:
 
 
 def _short_enum(enum: EnumDescriptor, value: object) -> object:
+    # json_format gives the value's full name; the short name is lobwife.enums' (as the gateway's).
     if not isinstance(value, str):
         return value  # an unknown number stays a number
-    prefix = re.sub(r"(?<!^)(?=[A-Z])", "_", enum.name).upper() + "_"
-    return value.removeprefix(prefix).lower()
+    known = enum.values_by_name.get(value)
+    return enums.short_name(enum, known.number) if known is not None else value.lower()
 
 
 def _print_json(data: object, out: TextIO, *, compact: bool = False) -> None:
@@ -199,8 +205,7 @@ def _field_text(msg: message.Message, field: FieldDescriptor) -> str:
     if isinstance(value, timestamp_pb2.Timestamp):
         return format_timestamp(value)
     if field.enum_type is not None:
-        known = field.enum_type.values_by_number.get(value)
-        return str(_short_enum(field.enum_type, known.name)) if known else str(value)
+        return enum_text(field.enum_type, value)
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, message.Message):
@@ -306,6 +311,13 @@ def _global_options() -> argparse.ArgumentParser:
     group.add_argument(
         "--timeout", type=positive_float, default=argparse.SUPPRESS, help="deadline per call in seconds (default 10)"
     )
+    group.add_argument(
+        "--connect-timeout",
+        type=positive_float,
+        default=argparse.SUPPRESS,
+        metavar="SECONDS",
+        help=f"give up when no server answers within this (default {CONNECT_TIMEOUT_S:g})",
+    )
     group.add_argument("--token", default=argparse.SUPPRESS, help="bearer token (env LOBWIFE_TOKEN)")
     group.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
     return common
@@ -357,8 +369,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", type=status_arg)
     p.add_argument("--type")
     p.add_argument("--assigned-to", metavar="WORKER")
-    p.add_argument("--since", type=time_arg, metavar="TIME", help="created at or after (ISO 8601, or an age: 2h, 7d)")
-    p.add_argument("--until", type=time_arg, metavar="TIME", help="created before (ISO 8601, or an age)")
+    # One name with its alias, as over HTTP: `?since=` is the field created_after, `?until=` created_before.
+    p.add_argument(
+        "--since",
+        "--created-after",
+        dest="since",
+        type=time_arg,
+        metavar="TIME",
+        help="created at or after (ISO 8601, or an age: 2h, 7d)",
+    )
+    p.add_argument(
+        "--until",
+        "--created-before",
+        dest="until",
+        type=time_arg,
+        metavar="TIME",
+        help="created before (ISO 8601, or an age)",
+    )
     p.add_argument("--limit", type=positive_int, help="page size (server default 100, at most 500)")
     p.add_argument("--page-token", help="continue from a previous page")
     p.add_argument("--all", action="store_true", help="fetch every page")
@@ -665,10 +692,9 @@ FINAL_STATUSES = frozenset(
 
 def enum_text(enum: EnumDescriptor, value: int) -> str:
     """The short lowercase name of an enum value (``success``), ``-`` when unspecified."""
-    if not value:
-        return "-"
-    known = enum.values_by_number.get(value)
-    return str(_short_enum(enum, known.name)) if known else str(value)
+    if value not in enum.values_by_number:
+        return str(value)  # a number this client's contract lacks stays a number
+    return enums.short_name(enum, value) or "-"
 
 
 def format_seconds(seconds: float) -> str:
@@ -1135,6 +1161,109 @@ def cmd_jobs_next(ns: argparse.Namespace, client: Client) -> int:
     return 0
 
 
+# --- reaching the server --------------------------------------------------------------
+
+#: How long a command waits for the server to answer before giving up (``--connect-timeout``).
+#: The client's own retries would wait ~7.5 s in silence and then print gRPC's raw error.
+CONNECT_TIMEOUT_S = 2.0
+#: The exit status when no lobwife server answers at the address.
+EXIT_UNREACHABLE = 3
+# A gRPC client's first bytes (the HTTP/2 preface); an HTTP/1.x server answers with a status line.
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_HOST_PORT = re.compile(r"(?:dns:(?:///)?)?(?P<host>\[[^\]]+\]|[^:/\[\]]+):(?P<port>\d+)")
+# What gRPC says of a server that answered its preface as HTTP/1.x does.
+_HTTP1_TEXT = "http1.x server"
+# How long the diagnosis after a failed wait may take (its call, then its socket probe).
+_DIAGNOSE_S = 0.5
+
+
+class Unreachable(Exception):
+    """No lobwife gRPC server answered at the address: ``hint`` says what to do, ``detail`` what gRPC said."""
+
+    def __init__(self, hint: str, detail: str = "") -> None:
+        super().__init__(hint)
+        self.hint = hint
+        self.detail = detail
+
+
+@contextlib.contextmanager
+def server_answering(addr: str, timeout: float) -> Iterator[None]:
+    """Wait until a gRPC server answers at ``addr``, or raise :class:`Unreachable` after ``timeout`` s.
+
+    A refused connection is tried again until then (a server may be starting), but an
+    HTTP/1.x answer is final: that fails at once. The waiting channel has the client's
+    options, so gRPC shares its connection with the client's channel; it stays open
+    while the command runs so that the connection does.
+    """
+    with grpc.insecure_channel(addr, options=channel_options()) as channel:
+        states: queue.Queue[grpc.ChannelConnectivity] = queue.Queue()
+        channel.subscribe(states.put, try_to_connect=True)
+        try:
+            _wait_ready(channel, states, addr, time.monotonic() + timeout)
+        finally:
+            channel.unsubscribe(states.put)
+        yield
+
+
+def _wait_ready(channel: grpc.Channel, states: queue.Queue[grpc.ChannelConnectivity], addr: str, until: float) -> None:
+    while (left := until - time.monotonic()) > 0:
+        try:
+            state = states.get(timeout=left)
+        except queue.Empty:
+            break
+        if state is grpc.ChannelConnectivity.READY:
+            return
+        if state is grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+            detail = _last_error(channel)
+            if detail is None:
+                return
+            if _HTTP1_TEXT in detail:
+                raise unreachable(addr, detail)
+    detail = _last_error(channel)
+    if detail is not None:
+        raise unreachable(addr, detail)
+
+
+def _last_error(channel: grpc.Channel) -> str | None:
+    """Why the channel is not connected (gRPC's text), or None if a server answers after all."""
+    # Any method does: a call that fails fast (no wait_for_ready) carries the channel's last error.
+    probe = channel.unary_unary("/grpc.health.v1.Health/Check", None, None)  # bytes in, bytes out
+    try:
+        probe(b"", timeout=_DIAGNOSE_S, wait_for_ready=False)
+    except grpc.RpcError as e:
+        code = e.code() if isinstance(e, grpc.Call) else None
+        if code == grpc.StatusCode.UNAVAILABLE:
+            return str(e.details() or "")
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return ""  # still connecting: nothing answers
+    return None
+
+
+def unreachable(addr: str, detail: str) -> Unreachable:
+    """The error for ``addr``: the HTTP port given by mistake, or no server at all."""
+    if _HTTP1_TEXT in detail or _answers_http1(addr):
+        grpc_port = DEFAULT_ADDR.rpartition(":")[2]
+        return Unreachable(
+            f"{addr} looks like lobwife's HTTP port; gRPC is on another port (default {grpc_port}):"
+            " set --addr or LOBWIFE_ADDR",
+            detail,
+        )
+    return Unreachable(f"no lobwife server answers at {addr} (is it running? set --addr or LOBWIFE_ADDR)", detail)
+
+
+def _answers_http1(addr: str) -> bool:
+    """Whether ``host:port`` answers a gRPC client's first bytes as an HTTP/1.x server does."""
+    m = _HOST_PORT.fullmatch(addr)
+    if m is None:
+        return False
+    try:
+        with socket.create_connection((m["host"].strip("[]"), int(m["port"])), timeout=_DIAGNOSE_S) as sock:
+            sock.sendall(_H2_PREFACE)
+            return sock.recv(8).startswith(b"HTTP/1.")
+    except OSError:
+        return False
+
+
 # --- entry points ----------------------------------------------------------------------
 
 
@@ -1165,9 +1294,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     addr = getattr(ns, "addr", None) or os.environ.get("LOBWIFE_ADDR") or DEFAULT_ADDR
     token = getattr(ns, "token", None) or os.environ.get("LOBWIFE_TOKEN") or None
     timeout = getattr(ns, "timeout", 10.0)
+    connect_timeout = min(getattr(ns, "connect_timeout", CONNECT_TIMEOUT_S), timeout)
     try:
-        with Client(addr, timeout=timeout, token=token) as client:
+        with Client(addr, timeout=timeout, token=token) as client, server_answering(addr, connect_timeout):
             return int(ns.func(ns, client))
+    except Unreachable as e:
+        print(f"error: {e.hint}", file=sys.stderr)
+        if e.detail:
+            # gRPC's own words, without its preamble ("failed to connect to all addresses; ...").
+            print(f"  (gRPC: {e.detail.rpartition('last error: ')[2]})", file=sys.stderr)
+        return EXIT_UNREACHABLE
     except LobwifeError as e:
         print(f"error: {e.code.name}: {e.message}", file=sys.stderr)
         for violation in e.field_violations:

@@ -51,7 +51,7 @@ from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from lobwife import __version__
+from lobwife import __version__, enums
 from lobwife.v1 import (
     jobs_pb2,
     jobs_pb2_grpc,
@@ -265,7 +265,7 @@ def _details_from_trailers(error: grpc.RpcError) -> status_pb2.Status | None:
 StatusLike: TypeAlias = int | str
 TimestampLike: TypeAlias = datetime | timestamp_pb2.Timestamp
 
-_STATUS_PREFIX = "TASK_STATUS_"
+_STATUS_PREFIX = enums.value_prefix(TaskStatus.DESCRIPTOR)  # TASK_STATUS_
 
 
 def parse_status(value: StatusLike) -> TaskStatus.ValueType:
@@ -285,10 +285,9 @@ def parse_status(value: StatusLike) -> TaskStatus.ValueType:
 
 def status_name(value: int) -> str:
     """The short lowercase name of a TaskStatus value: ``"active"``."""
-    try:
-        return TaskStatus.Name(TaskStatus.ValueType(value)).removeprefix(_STATUS_PREFIX).lower()
-    except ValueError:
+    if value not in TaskStatus.DESCRIPTOR.values_by_number:
         return str(value)
+    return enums.short_name(TaskStatus.DESCRIPTOR, value) or "unspecified"
 
 
 def to_timestamp(value: TimestampLike) -> timestamp_pb2.Timestamp:
@@ -479,18 +478,14 @@ _JOB_ENUMS: dict[str, descriptor.EnumDescriptor] = {
 _RETRY_FIELDS = frozenset({"max_retries", "initial_backoff", "max_backoff", "multiplier", "jitter"})
 
 
-def _enum_prefix(enum: descriptor.EnumDescriptor) -> str:
-    # Proto style prefixes each value with the enum's name in UPPER_SNAKE_CASE.
-    return "".join(("_" + c if c.isupper() and i else c) for i, c in enumerate(enum.name)).upper() + "_"
-
-
 def parse_enum(enum: descriptor.EnumDescriptor, value: EnumLike, field: str) -> int:
     """A value of ``enum`` from its number, its short name (``"forbid"``) or its full name.
 
     ``field`` names the argument in the error (a ValueError) for an unknown value.
     """
-    prefix = _enum_prefix(enum)
-    choices = ", ".join(v.name.removeprefix(prefix).lower() for v in enum.values if v.number)
+    # The names are lobwife.enums' (one rule with the gateway and the CLI).
+    prefix = enums.value_prefix(enum)
+    choices = ", ".join(s for s in enums.short_names(enum).values() if s is not None)
     if isinstance(value, bool):
         raise TypeError(f"{field}: expected a name or a number, not a bool")
     if isinstance(value, int):

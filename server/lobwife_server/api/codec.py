@@ -32,6 +32,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message_factory
 from google.protobuf.message import Message
 
+from lobwife import enums
 from lobwife_server.core.errors import ApiError, invalid_argument
 from lobwife_server.core.validation import TIMESTAMP_MAX_SECONDS, TIMESTAMP_MIN_SECONDS, check_timestamp
 
@@ -131,29 +132,12 @@ def _jtype(value: object) -> str:
 # --------------------------------------------------------------------------- enums
 
 
-def _enum_prefix(enum_name: str) -> str:
-    """``TaskStatus`` -> ``TASK_STATUS_`` (the buf/AIP value prefix convention)."""
-    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", enum_name)
-    return snake.upper() + "_"
+def enum_short_names(enum: _descriptor.EnumDescriptor) -> Mapping[int, str | None]:
+    """Number -> short lowercase name; the ``*_UNSPECIFIED`` zero value -> None.
 
-
-def _is_unspecified(value: _descriptor.EnumValueDescriptor) -> bool:
-    return value.number == 0 and value.name.endswith("_UNSPECIFIED")
-
-
-def enum_short_names(enum: _descriptor.EnumDescriptor) -> dict[int, str | None]:
-    """Number -> short lowercase name; the ``*_UNSPECIFIED`` zero value -> None."""
-    prefix = _enum_prefix(enum.name)
-    names: dict[int, str | None] = {}
-    for v in enum.values:
-        if v.number in names:  # allow_alias: the first name wins
-            continue
-        if _is_unspecified(v):
-            names[v.number] = None
-        else:
-            short = v.name[len(prefix) :] if v.name.startswith(prefix) and len(v.name) > len(prefix) else v.name
-            names[v.number] = short.lower()
-    return names
+    The client package's rule (:mod:`lobwife.enums`), the one the typed client and the CLI use too.
+    """
+    return enums.short_names(enum)
 
 
 # --------------------------------------------------------------------------- output
@@ -593,17 +577,9 @@ def _parse_bytes(v: Any, path: str) -> bytes:
 
 
 def _make_enum_parsers(enum: _descriptor.EnumDescriptor) -> tuple[_Parse, _ParseText]:
-    short = enum_short_names(enum)
-    lookup: dict[str, int] = {}
-    allowed: list[str] = []
-    for v in enum.values:
-        if _is_unspecified(v):
-            continue  # the zero value means "not set"; a client cannot ask for it by name
-        lookup[v.name.lower()] = v.number
-        s = short.get(v.number)
-        if s is not None and s not in lookup:
-            lookup[s] = v.number
-            allowed.append(s)
+    # The zero value means "not set": a client cannot ask for it by name (enums.lookup leaves it out).
+    lookup = enums.lookup(enum)
+    allowed = [s for n, s in enums.short_names(enum).items() if s is not None and lookup.get(s) == n]
     numbers = frozenset(lookup.values())
     allowed_text = ", ".join(allowed)
 

@@ -192,6 +192,39 @@ def _query_params(request: web.Request) -> dict[str, list[str]]:
     return params
 
 
+def _query_aliases(req_desc: Any, skip: frozenset[str], where: str) -> dict[str, codec.FieldPath]:
+    """The request's ``(lobwife.v1.http_query_alias)`` names -> the field each sets.
+
+    Read from the contract once per binding. An alias that is another field's name,
+    or another field's alias, is a contract error at start-up, not a guess per request.
+    """
+    taken = {n for f in req_desc.fields for n in (f.name, f.json_name)}
+    out: dict[str, codec.FieldPath] = {}
+    for f in req_desc.fields:
+        for alias in f.GetOptions().Extensions[annotations_pb2.http_query_alias]:
+            if alias in taken or alias in out:
+                raise ValueError(f"{where}: query alias {alias!r} of {f.name} is already the name of a field")
+            if f.name not in skip:  # a field the path or body binds takes no query parameter
+                out[alias] = codec.compile_field_path(req_desc, f.name)
+    return out
+
+
+def _apply_query_aliases(req: Any, params: dict[str, list[str]], aliases: dict[str, codec.FieldPath]) -> None:
+    """Set the fields given by an alias (``?since=``), and take those parameters out of ``params``.
+
+    An error names the parameter as the client wrote it; a field given both by an
+    alias and by its own name is refused, naming both, rather than one silently winning.
+    """
+    for alias, fp in aliases.items():
+        values = params.pop(alias, None)
+        if values is None:
+            continue
+        for other in (fp.path, fp.field.json_name):
+            if other in params:
+                raise invalid_argument(fp.path, f"given twice, as {alias!r} and as {other!r}: they are one field")
+        fp.set_text(req, values, alias)
+
+
 # --------------------------------------------------------------------------- path templates
 
 
@@ -440,6 +473,8 @@ class _Binding:
     body_mode: int = _BODY_NONE
     path_fields: list[tuple[int, codec.FieldPath]] = field(default_factory=list)
     query_skip: frozenset[str] = frozenset()
+    #: Query parameter names the contract gives a field besides its own (``http_query_alias``).
+    query_aliases: dict[str, codec.FieldPath] = field(default_factory=dict)
     derive_mask: bool = False
     mask_exclude: frozenset[str] = frozenset()
     after_cursor: codec.FieldPath | None = None
@@ -469,6 +504,8 @@ class _Binding:
                 raise ValueError(f"{where}: response_body field {self.response_body!r} does not exist")
         # grpc-gateway: query parameters fill what the path and body leave.
         self.query_skip = frozenset(path_bound | ({self.body} if self.body_mode == _BODY_FIELD else set()))
+        if self.body_mode != _BODY_STAR:
+            self.query_aliases = _query_aliases(req_desc, self.query_skip, where)
         mask = req_desc.fields_by_name.get("update_mask")
         if (
             self.verb == "PATCH"
@@ -508,7 +545,10 @@ class _Binding:
             text = "/".join(parts[len(self.template.segments) :]) if index < 0 else parts[index]
             fp.set_text(req, (_unquote(text, fp.path),))
         if self.body_mode != _BODY_STAR and request.query_string:
-            codec.apply_query_params(req, _query_params(request), self.query_skip)
+            params = _query_params(request)
+            if self.query_aliases:
+                _apply_query_aliases(req, params, self.query_aliases)
+            codec.apply_query_params(req, params, self.query_skip)
         if self.derive_mask and present:
             mask = getattr(req, "update_mask")  # noqa: B009 -- generic over request types
             if not mask.paths:
@@ -824,6 +864,10 @@ def make_runner(app: web.Application, limits: HttpLimits, *, shutdown_timeout: f
     )
 
 
+# The start of HTTP/2's connection preface: what a gRPC client sent to the HTTP port by mistake.
+_H2_PREFACE = b"PRI * HTTP/2.0"
+
+
 def _raw_response(status: int, reason: str, code: grpc.StatusCode, message: str) -> bytes:
     """A whole response, for the connection-level answers that no handler gives (503, 408)."""
     body = codec.encode({"error": message, "code": code.value[0], "message": message})
@@ -922,6 +966,9 @@ class _Connection(asyncio.Protocol):
         if h is None:
             return  # refused: discard what the client sends until it reads the 503 and goes
         count = h._request_count
+        if count == 0 and not self._partial and data.startswith(_H2_PREFACE):
+            self._answer_http2(h)
+            return
         body = self._body
         h.data_received(data)
         if body is not None or h._request_count != count:
@@ -1052,6 +1099,25 @@ class _Connection(asyncio.Protocol):
         # EOF too: after the answer, aiohttp must not wait to discard the rest of this body.
         body.feed_eof()
         h.close()  # the framing is lost (or the client too slow): no further request on this connection
+
+    def _answer_http2(self, h: RequestHandler) -> None:
+        """A gRPC (HTTP/2) client on this HTTP/1.1 port: one debug line, a 400, close.
+
+        aiohttp would log each such connection as a failed request with the binary
+        preface in it; it is a client pointed at the wrong port, nothing the server did.
+        The client reads the 400 as "an http1.x server", which the CLI turns into a hint.
+        """
+        log.debug("HTTP/2 (gRPC?) client on the HTTP/1.1 port: answered 400", extra={"peer": h.peername})
+        if self._transport is not None:
+            self._transport.write(
+                _raw_response(
+                    400,
+                    "Bad Request",
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "this is lobwife's HTTP/1.1 port; gRPC (HTTP/2) is served on the gRPC port",
+                )
+            )
+        h.force_close()  # closing flushes the 400 first
 
     def _refuse(self, transport: asyncio.Transport) -> None:
         gate = self._gate

@@ -6,6 +6,9 @@ ctx)`` per RPC it implements (an async generator for server-streaming RPCs).
 An RPC with no method answers UNIMPLEMENTED. The gRPC binding below and the
 HTTP gateway both call :meth:`Dispatcher.unary` / :meth:`Dispatcher.stream`, so
 validation, the auth hook, error mapping, logging and metrics are one code path.
+Validation there is the contract's: after the auth hook, each request's REQUIRED
+fields (``google.api.field_behavior``) are checked by a check built once per method
+(:mod:`lobwife_server.api.fields`), before the implementation sees the request.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from google.protobuf import descriptor, message, message_factory
 from grpc_status import rpc_status
 
 from lobwife.v1.services import SERVICES
+from lobwife_server.api import fields
 from lobwife_server.core import metrics
 from lobwife_server.core.errors import ApiError, internal, invalid_argument, unimplemented
 
@@ -99,6 +103,8 @@ class MethodInfo:
     server_streaming: bool
     impl: Callable[..., Any] | None
     meters: Mapping[str, metrics.CallMeter]
+    #: The check of the request's REQUIRED fields (api.fields), None when it has none.
+    check_required: fields.Check | None = None
 
 
 class WireMessage:
@@ -234,6 +240,7 @@ class Dispatcher:
                     server_streaming=m.server_streaming,
                     impl=impl,
                     meters={t: metrics.CallMeter(svc.full_name, m.name, t) for t in TRANSPORTS},
+                    check_required=fields.required_check(m.input_type),
                 )
                 self.methods[info.full_name] = info
 
@@ -266,6 +273,8 @@ class Dispatcher:
                 raise unimplemented(m.full_name)
             if type(self.authorizer) is not AllowAll:  # the default allows all: no call into it
                 self.authorizer.authorize(m, ctx)
+            if m.check_required is not None:
+                m.check_required(request)
             result: Response = await m.impl(request, ctx)
             return result
         except ApiError as e:
@@ -287,6 +296,8 @@ class Dispatcher:
                 raise unimplemented(m.full_name)
             if type(self.authorizer) is not AllowAll:
                 self.authorizer.authorize(m, ctx)
+            if m.check_required is not None:
+                m.check_required(request)
             async for item in m.impl(request, ctx):
                 yield item
         except ApiError as e:

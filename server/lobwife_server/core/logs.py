@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -22,12 +23,45 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for key, value in vars(record).items():
-            if key not in _STANDARD and not key.startswith("_"):
-                out[key] = value
+        out.update(_extras(record))
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)
+
+
+def _extras(record: logging.LogRecord) -> dict[str, object]:
+    """What the record was given with ``extra=``: every attribute a plain LogRecord lacks."""
+    return {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
+
+
+# A string printed bare: not empty, no whitespace, quote, backslash or equals sign (else JSON-quoted),
+# so that a line splits back into its fields.
+_BARE = re.compile(r'[^\s"=\\]+')
+
+
+def _text_value(value: object) -> str:
+    if isinstance(value, str):
+        return value if _BARE.fullmatch(value) else json.dumps(value)
+    # Numbers, None, lists: their compact JSON (null, [], ["a.json"]), quoted only if it has whitespace.
+    text = json.dumps(value, default=str, separators=(",", ":"))
+    return json.dumps(text) if re.search(r"\s", text) else text
+
+
+class TextFormatter(logging.Formatter):
+    """``2026-01-02 03:04:05,678 INFO lobwife: lobwife serving grpc=127.0.0.1:50051 http=...``.
+
+    For people: the message, then the record's structured fields (``extra=``) as
+    ``key=value``, a value quoted as a JSON string when it has spaces, quotes or ``=``.
+    Without them the text log would lose what the JSON one says (ports, paths, run ids).
+    """
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)
+        fields = " ".join(f"{k}={_text_value(v)}" for k, v in _extras(record).items())
+        return f"{line} {fields}" if fields else line
 
 
 #: Records of one key (logger, level, message template) let through per interval before counting.
@@ -156,7 +190,7 @@ def setup(level: str, fmt: str) -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     limiter = RateLimitFilter(handler)
     handler.addFilter(limiter)
     handler.limiter = limiter

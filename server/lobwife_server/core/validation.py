@@ -1,6 +1,6 @@
 """Input rules shared by every service: bounds, references, page sizes, page tokens.
 
-Each limit is stated once here and documented in docs/api.md.
+Each limit is stated once here and documented in docs/http.md ("Bounds").
 """
 
 from __future__ import annotations
@@ -10,9 +10,12 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
 
 from google.protobuf import timestamp_pb2
+from google.protobuf.message import Message
 
 from lobwife_server.core.errors import ApiError, invalid_argument, not_found
 from lobwife_server.core.timeutil import to_us
@@ -67,8 +70,40 @@ def task_not_found(number: int) -> ApiError:
     return not_found(f"Task T{number} not found")
 
 
-def check_text(field: str, value: str | None, limit: int = MAX_SHORT, *, required: bool = False) -> str | None:
-    """Strip and bound a text field; blank means absent (or an error when required)."""
+#: Control characters (Unicode Cc: C0, DEL, C1). A name or other one-line text refuses them all;
+#: multi-line text (an event's detail) allows tab, newline and carriage return.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_IN_LINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def check_chars(field: str, value: str, *, multiline: bool = False, offset: int = 0) -> str:
+    """INVALID_ARGUMENT naming ``field`` when ``value`` holds a control character (a NUL, an escape, ...).
+
+    One-line text refuses every control character; ``multiline`` text allows tab,
+    newline and carriage return. The error says which character and where (``offset``
+    is added to the position: where ``value`` starts in what the client sent).
+    """
+    # isprintable() is one C pass and true for almost every value; only a value it
+    # refuses (a control character, or a merely unprintable one such as U+00A0) is searched.
+    if value.isprintable():
+        return value
+    m = (_CONTROL_IN_LINES if multiline else _CONTROL).search(value)
+    if m is not None:
+        allowed = "; tab and newline are allowed" if multiline else ""
+        raise invalid_argument(
+            field,
+            f"must not contain control characters: U+{ord(m.group()):04X} at position {m.start() + offset}{allowed}",
+        )
+    return value
+
+
+def check_text(
+    field: str, value: str | None, limit: int = MAX_SHORT, *, required: bool = False, multiline: bool = False
+) -> str | None:
+    """Strip and bound a text field; blank means absent (or an error when required).
+
+    Control characters are refused (check_chars); ``multiline`` text may hold tabs and newlines.
+    """
     if value is None:
         if required:
             raise invalid_argument(field, "is required")
@@ -80,6 +115,9 @@ def check_text(field: str, value: str | None, limit: int = MAX_SHORT, *, require
         if required:
             raise invalid_argument(field, "must not be blank")
         return None
+    # Surrounding whitespace (a trailing newline from a shell) is stripped as before; what is kept is checked.
+    if not stripped.isprintable():
+        check_chars(field, stripped, multiline=multiline, offset=len(value) - len(value.lstrip()))
     return stripped
 
 
@@ -113,7 +151,33 @@ def check_repos(field: str, values: Sequence[str]) -> list[str]:
     return out
 
 
-def page_size(value: int, *, default: int = 100, maximum: int = 500, field: str = "page_size") -> int:
+@dataclass(frozen=True, slots=True)
+class PageBounds:
+    """A list's page size: what 0 means, and what a larger request is cut to."""
+
+    default: int
+    maximum: int
+
+
+#: Every list's page size, keyed by its request type: the one table (docs/http.md, "Bounds",
+#: repeats it). A list RPC that is built gets its row; tests/unit/core checks none is missing.
+PAGE_SIZES: Mapping[str, PageBounds] = MappingProxyType(
+    {
+        "lobwife.v1.ListTasksRequest": PageBounds(default=100, maximum=500),
+        "lobwife.v1.ListTaskEventsRequest": PageBounds(default=100, maximum=1000),
+        "lobwife.v1.ListJobsRequest": PageBounds(default=100, maximum=1000),
+        "lobwife.v1.ListJobRunsRequest": PageBounds(default=50, maximum=500),
+    }
+)
+
+
+def request_page_size(req: Message) -> int:
+    """The page size of a list request (its ``page_size`` field), by the request type's row of PAGE_SIZES."""
+    bounds = PAGE_SIZES[req.DESCRIPTOR.full_name]
+    return page_size(req.page_size, default=bounds.default, maximum=bounds.maximum)  # type: ignore[attr-defined]
+
+
+def page_size(value: int, *, default: int, maximum: int, field: str = "page_size") -> int:
     """AIP-158: negative is an error, 0 means the default, above the maximum is coerced."""
     if value < 0:
         # Over HTTP this field is the `limit` query parameter (its JSON name).

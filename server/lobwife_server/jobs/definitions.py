@@ -87,14 +87,24 @@ def _duration(d: duration_pb2.Duration) -> float:
     return float(d.seconds) + d.nanos / 1e9
 
 
+def _duration_text(seconds: float) -> str:
+    """Seconds as the jobs file writes them: ``366d``, ``24h``, ``10m``, ``1.5s`` (not ``3.16224e+07s``)."""
+    for size, suffix in ((86400, "d"), (3600, "h"), (60, "m")):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{suffix}"
+    return f"{seconds:.6f}".rstrip("0").rstrip(".") + "s"
+
+
 def _bounded(field_name: str, value: float, lo: float, hi: float, unit: str = "s") -> float:
     if not lo <= value <= hi:
-        raise invalid_argument(field_name, f"must be between {lo:g}{unit} and {hi:g}{unit}, got {value:g}{unit}")
+        shown = _duration_text if unit == "s" else (lambda v: f"{v:g}{unit}")
+        raise invalid_argument(field_name, f"must be between {shown(lo)} and {shown(hi)}, got {shown(value)}")
     return value
 
 
 def check_name(name: str, field_name: str = "name") -> str:
-    if not NAME_RE.match(name):
+    # fullmatch: `$` alone would also match before a trailing newline ("nightly\n").
+    if not NAME_RE.fullmatch(name):
         shown = name if len(name) <= 40 else name[:40] + "..."
         raise invalid_argument(
             field_name,

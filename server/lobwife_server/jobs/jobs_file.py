@@ -4,7 +4,8 @@
     description = "Ship pod logs"
     script = "scripts/flush-logs.sh"     # relative to this file; or command = ["python3", "x.py"]
     interpreter = "bash"                 # optional; default: run the script itself
-    schedule = "*/30 * * * *"            # cron (5 or 6 fields); or every = "30s"; or at = "2026-12-01T09:00:00Z"
+    schedule = "*/30 * * * *"            # cron (5 or 6 fields), "every 30s" or "at 2026-12-01T09:00:00Z"
+                                         # (the text the API shows); or every = "30s"; or at = "2026-..."
     time_zone = "UTC"
     concurrency = "forbid"               # forbid | allow | replace
     timeout = "10m"
@@ -17,13 +18,16 @@
     working_dir = "/srv"                 # relative paths are relative to this file
     env = { LOG_LEVEL = "info" }
 
-A file that cannot be read or has a mistake raises JobsFileError saying where.
+A file that cannot be read or has a mistake raises JobsFileError saying where: the
+key as the file spells it (``jobs.slow.schedule``, ``jobs.slow.every``), even when the
+rule that refused it checks the API's field (``cron``, ``interval``).
 """
 
 from __future__ import annotations
 
 import re
 import tomllib
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -106,8 +110,22 @@ def _bool(value: object, where: str) -> bool:
     return value
 
 
+def _time(value: str, where: str) -> datetime:
+    """An RFC 3339 / ISO 8601 time; one with no zone is UTC."""
+    try:
+        at = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise JobsFileError(f"{where}: expected an RFC 3339 time like 2026-12-01T09:00:00Z, got {value!r}") from None
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
 def to_job(name: str, spec: dict[str, Any], base_dir: Path) -> jobs_pb2.Job:
     """One ``[jobs.NAME]`` table as a Job message (not yet validated against bounds)."""
+    return _to_job(name, spec, base_dir, {})
+
+
+def _to_job(name: str, spec: dict[str, Any], base_dir: Path, written: dict[str, str]) -> jobs_pb2.Job:
+    """to_job, noting in ``written`` each Job field (as ``validate`` names it) that the file spells otherwise."""
     w = f"jobs.{name}"
     unknown = sorted(set(spec) - _KNOWN)
     if unknown:
@@ -129,32 +147,46 @@ def to_job(name: str, spec: dict[str, Any], base_dir: Path) -> jobs_pb2.Job:
         path = script if script.is_absolute() else (base_dir / script)
         job.script = str(path)
         interpreter = spec.get("interpreter")
+        written["command"] = "script"
         if interpreter is not None:
             job.command.extend([_str(interpreter, f"{w}.interpreter"), str(path)])
+            written.update({"command[0]": "interpreter", "command[1]": "script"})
         else:
             job.command.append(str(path))
+            written["command[0]"] = "script"
     schedules = [k for k in ("schedule", "cron", "every", "interval", "at", "run_at") if k in spec]
     if len(schedules) != 1:
-        raise JobsFileError(f"{w}: give exactly one of schedule (cron), every (interval) or at (one-off time)")
+        got = f" (got {' and '.join(schedules)})" if schedules else ""
+        raise JobsFileError(
+            f'{w}: give exactly one of schedule (cron, "every 30s" or "at <time>"), every (interval)'
+            f" or at (one-off time){got}"
+        )
     key: str = schedules[0]
-    if key in ("schedule", "cron"):
-        job.cron = _str(spec[key], f"{w}.{key}")
-    elif key in ("every", "interval"):
-        job.interval.CopyFrom(_pb_duration(parse_duration(spec[key], f"{w}.{key}")))
+    text = spec[key]
+    kind = {"schedule": "cron", "every": "interval", "at": "run_at"}.get(key, key)
+    if key == "schedule":
+        # The API shows a schedule as this one text (cron as given, "every 60s", "at <time>"),
+        # so the file takes it back as it is shown.
+        words = _str(text, f"{w}.schedule").split(None, 1)
+        if len(words) == 2 and words[0].lower() in ("every", "at"):
+            kind, text = ("interval" if words[0].lower() == "every" else "run_at"), words[1]
+    written.update({kind: key, "trigger": key})
+    if kind == "cron":
+        job.cron = _str(text, f"{w}.{key}")
+    elif kind == "interval":
+        job.interval.CopyFrom(_pb_duration(parse_duration(text, f"{w}.{key}")))
+    elif isinstance(text, str):
+        job.run_at.FromDatetime(_time(text, f"{w}.{key}"))
+    elif isinstance(text, datetime):  # a TOML date-time; one with no offset is UTC
+        job.run_at.FromDatetime(text if text.tzinfo is not None else text.replace(tzinfo=UTC))
     else:
-        at = spec[key]
-        if isinstance(at, str):
-            try:
-                job.run_at.FromJsonString(at if at.endswith("Z") or "+" in at[10:] else at + "Z")
-            except ValueError:
-                raise JobsFileError(f"{w}.{key}: expected an RFC 3339 time like 2026-12-01T09:00:00Z") from None
-        elif hasattr(at, "isoformat"):  # a TOML datetime
-            job.run_at.FromDatetime(at)
-        else:
-            raise JobsFileError(f"{w}.{key}: expected a time")
-    zone = spec.get("time_zone", spec.get("timezone"))
-    if zone is not None:
-        job.time_zone = _str(zone, f"{w}.time_zone")
+        raise JobsFileError(f"{w}.{key}: expected a time like 2026-12-01T09:00:00Z")
+    zone_key = "time_zone" if "time_zone" in spec else "timezone"
+    if "time_zone" in spec and "timezone" in spec:
+        raise JobsFileError(f"{w}: give either time_zone or timezone, not both")
+    if zone_key in spec:
+        job.time_zone = _str(spec[zone_key], f"{w}.{zone_key}")
+        written["time_zone"] = zone_key
     for key, values in _ENUMS.items():
         if key in spec:
             text = _str(spec[key], f"{w}.{key}").lower()
@@ -171,6 +203,7 @@ def to_job(name: str, spec: dict[str, Any], base_dir: Path) -> jobs_pb2.Job:
         if not isinstance(n, int) or isinstance(n, bool):
             raise JobsFileError(f"{w}.retries: expected a whole number")
         job.retry.max_retries = n
+        written["retry.max_retries"] = "retries"
     if "retry" in spec:
         r = spec["retry"]
         if not isinstance(r, dict):
@@ -229,12 +262,24 @@ def load(path: Path) -> list[tuple[jobs_pb2.Job, job_defs.JobDef]]:
             raise JobsFileError(f"{path}: jobs.{name} must be a table")
         if name.startswith(RESERVED_PREFIX):
             raise JobsFileError(f"{path}: jobs.{name}: names starting with {RESERVED_PREFIX!r} are reserved")
+        written: dict[str, str] = {}
         try:
             job_defs.check_name(name, f"jobs.{name[:40]}")
-            job = to_job(name, spec, path.parent)
+            job = _to_job(name, spec, path.parent, written)
             out.append((job, job_defs.validate(job, f"jobs.{name}", source="file")))
         except ApiError as e:
-            raise JobsFileError(f"{path}: {e.message}") from None
+            raise JobsFileError(f"{path}: {_as_written(e, f'jobs.{name}', written)}") from None
         except JobsFileError as e:
             raise JobsFileError(f"{path}: {e}") from None
     return out
+
+
+def _as_written(e: ApiError, prefix: str, written: dict[str, str]) -> str:
+    """The error of a rule on a Job field, naming the key the file wrote (``cron`` -> ``schedule``)."""
+    if not e.violations:
+        return e.message
+    field, desc = e.violations[0]
+    if field.startswith(prefix + "."):
+        key = field[len(prefix) + 1 :]
+        field = f"{prefix}.{written.get(key, key)}"
+    return f"{field}: {desc}"

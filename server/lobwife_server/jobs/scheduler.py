@@ -62,6 +62,8 @@ FLUSH_RETRY_MAX = 10.0
 #: Backoff (seconds) between attempts to record a run's end the database refused.
 FINISH_RETRY_FIRST = 0.5
 FINISH_RETRY_MAX = 10.0
+#: A run ending so is logged at info; any other end (failed, timeout, error) is a warning.
+_QUIET_ENDS = frozenset({"success", "abandoned"})
 
 #: A built-in job: an in-process coroutine returning the run's output text.
 Builtin = Callable[[], Awaitable[str]]
@@ -124,6 +126,7 @@ class Scheduler:
         self._tasks: set[asyncio.Task[None]] = set()
         self._next_notes: dict[str, tuple[int, str | None]] = {}  # name -> (next slot, its DST note)
         self._load_errors: dict[str, str] = {}  # jobs whose stored definition did not load, and why
+        self._started_at: dict[int, int] = {}  # run id -> when it went running, for WatchRuns messages
         self._stopping = False
 
     # -- start-up --------------------------------------------------------------
@@ -529,6 +532,13 @@ class Scheduler:
                 if jdef.start_jitter > 0:
                     await asyncio.sleep(random.uniform(0, jdef.start_jitter))
                 self._publish(run_id, name, trigger, "running", slot, attempt)
+                log.info(
+                    "run %d of %s started (%s)",
+                    run_id,
+                    name,
+                    trigger,
+                    extra={"job": name, "run_id": run_id, "trigger": trigger, "attempt": attempt},
+                )
                 if jdef.argv and jdef.argv[0].startswith("builtin:"):
                     result = await self._run_builtin(name, run_id, jdef)
                 else:
@@ -581,6 +591,23 @@ class Scheduler:
                 log.error("retry of run %d of %s not scheduled: %s", run_id, name, e.message)
                 return
             self._arm_retry(name, retry_id, at)
+            log.info(
+                "run %d of %s %s: retry %d of %d is run %d, in %.1fs",
+                run_id,
+                name,
+                result.status,
+                attempt,
+                jdef.retry.max_retries,
+                retry_id,
+                delay,
+                extra={
+                    "job": name,
+                    "run_id": retry_id,
+                    "retry_of": run_id,
+                    "attempt": attempt + 1,
+                    "delay_seconds": round(delay, 3),
+                },
+            )
 
     async def _run_process(
         self, name: str, run_id: int, jdef: job_defs.JobDef, scheduled: datetime
@@ -652,6 +679,8 @@ class Scheduler:
         reason: str,
     ) -> None:
         finished = now_us()
+        if duration is not None:
+            duration = round(duration, 6)  # microseconds: a float's tail is noise, not precision
 
         def write(conn: Any, w: WriteContext) -> None:
             job_store.finish_run(
@@ -683,7 +712,34 @@ class Scheduler:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, FINISH_RETRY_MAX)
         self._publish(
-            run_id, name, trigger, status, slot, attempt, duration=duration, exit_code=exit_code, reason=reason
+            run_id,
+            name,
+            trigger,
+            status,
+            slot,
+            attempt,
+            duration=duration,
+            exit_code=exit_code,
+            reason=reason,
+            finished_at=finished,
+        )
+        # A failure is a warning (the rate limiter keeps a failing herd to a few lines a minute).
+        log.log(
+            logging.INFO if status in _QUIET_ENDS else logging.WARNING,
+            "run %d of %s %s: %s",
+            run_id,
+            name,
+            status,
+            reason,
+            extra={
+                "job": name,
+                "run_id": run_id,
+                "trigger": trigger,
+                "status": status,
+                "duration": None if duration is None else round(duration, 3),
+                "exit_code": exit_code,
+                "attempt": attempt,
+            },
         )
 
     def _publish(
@@ -698,6 +754,7 @@ class Scheduler:
         duration: float | None = None,
         exit_code: int | None = None,
         reason: str = "",
+        finished_at: int | None = None,
     ) -> None:
         run = jobs_pb2.JobRun(
             run_id=run_id,
@@ -713,6 +770,15 @@ class Scheduler:
             run.duration = duration
         if exit_code is not None:
             run.exit_code = exit_code
+        # The times a watcher sees are the ones recorded (within the write's latency): started when
+        # the run goes running, finished with its end; a run that never started has no start.
+        if status == "running":
+            self._started_at[run_id] = now_us()
+        started = self._started_at.get(run_id) if finished_at is None else self._started_at.pop(run_id, None)
+        if started is not None:
+            set_ts(run.started_at, started)
+        if finished_at is not None:
+            set_ts(run.finished_at, finished_at)
         self.feed.publish(RunUpdate(run))
 
     # -- changes through the API ------------------------------------------------

@@ -10,10 +10,11 @@ from typing import Any
 import grpc
 
 from lobwife.v1 import broker_pb2, jobs_pb2
+from lobwife_server.api.fields import UpdateMask
 from lobwife_server.api.rpc import CallContext
 from lobwife_server.core.errors import ApiError, failed_precondition, invalid_argument, not_found, unavailable
 from lobwife_server.core.timeutil import set_ts
-from lobwife_server.core.validation import PageTokens, page_size
+from lobwife_server.core.validation import PageTokens, request_page_size
 from lobwife_server.jobs import definitions as job_defs
 from lobwife_server.jobs import schedules
 from lobwife_server.jobs.scheduler import STATUSES, TRIGGERS, Scheduler, us
@@ -46,6 +47,10 @@ _DEFINITION_FIELDS = frozenset(
         "catch_up_window",
         "run_on_startup",
     }
+)
+#: UpdateJob's mask: paths of a Job; `name` (IDENTIFIER) is passed over, OUTPUT_ONLY state refused (api.fields).
+_UPDATE_MASK = UpdateMask(
+    jobs_pb2.Job.DESCRIPTOR, _DEFINITION_FIELDS, unknown="{path!r} is not a field of a job's definition"
 )
 
 
@@ -119,7 +124,7 @@ class JobService:
         return out
 
     async def ListJobs(self, req: jobs_pb2.ListJobsRequest, ctx: CallContext) -> jobs_pb2.ListJobsResponse:
-        size = page_size(req.page_size, default=100, maximum=1000)
+        size = request_page_size(req)
         start = self.tokens.parse(req.page_token, "jobs", []) or 0
         names = sorted(self.s.jobs)
         page = names[start : start + size]
@@ -137,8 +142,7 @@ class JobService:
         return jobs_pb2.GetJobResponse(job=job)
 
     async def CreateJob(self, req: jobs_pb2.CreateJobRequest, ctx: CallContext) -> jobs_pb2.CreateJobResponse:
-        if not req.HasField("job"):
-            raise invalid_argument("job", "is required")
+        # `job` is REQUIRED: the dispatcher has answered a request without it.
         definition = _definition_only(req.job)
         job_defs.validate(definition)
         if definition.name in self.s.jobs:
@@ -156,14 +160,12 @@ class JobService:
                 " change it there, or pause it with disable",
                 reason="JOB_NOT_API_OWNED",
             )
-        paths = list(req.update_mask.paths) if req.HasField("update_mask") and req.update_mask.paths else None
+        masked = req.HasField("update_mask") and req.update_mask.paths
+        # Without a mask, the fields that are set: output-only state a client echoed back is refused too.
+        paths = _UPDATE_MASK.paths(req.update_mask if masked else [f.name for f, _ in req.job.ListFields()])
         merged = jobs_pb2.Job()
         merged.CopyFrom(current.definition)
-        for path in paths or [f.name for f, _ in req.job.ListFields() if f.name != "name"]:
-            if path == "name":
-                continue
-            if path not in _DEFINITION_FIELDS:
-                raise invalid_argument("update_mask", f"{path!r} is not a field of a job's definition")
+        for path in paths:
             _copy_field(merged, req.job, path)
         job_defs.validate(merged)
         await self.s.put_job(merged, "api")
@@ -199,7 +201,7 @@ class JobService:
         return jobs_pb2.DisableJobResponse(message=f"Job {req.name} disabled", job=job)
 
     async def ListJobRuns(self, req: jobs_pb2.ListJobRunsRequest, ctx: CallContext) -> jobs_pb2.ListJobRunsResponse:
-        size = page_size(req.page_size, default=50, maximum=500)
+        size = request_page_size(req)
         before = self.tokens.parse(req.page_token, "runs", [req.name])
         runs = await self.s.db.read(lambda c: job_store.list_runs(c, req.name, before, size + 1))
         if not runs and req.name not in self.s.jobs and before is None:

@@ -298,6 +298,17 @@ def _v4_jobs(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v5_request_fingerprints(conn: sqlite3.Connection) -> None:
+    """The fingerprint of the CreateTask request that used a task's request_id.
+
+    A retry with the same request_id and the same request returns the first task; the
+    same request_id with a different request is refused (ALREADY_EXISTS). Tasks created
+    before this migration have no fingerprint (NULL), and a retry of theirs is taken
+    as the same request, as before.
+    """
+    conn.execute("ALTER TABLE tasks ADD COLUMN request_hash BLOB")
+
+
 Migration = Callable[[sqlite3.Connection], None]
 
 MIGRATIONS: list[tuple[int, str, Migration]] = [
@@ -305,6 +316,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (2, "legacy broker columns", _v2_legacy_broker_columns),
     (3, "typed timestamps, request ids, meta", _v3_typed_schema),
     (4, "jobs, job runs, typed job state", _v4_jobs),
+    (5, "request fingerprints of task creates", _v5_request_fingerprints),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -267,17 +267,22 @@ def insert_event(
     return row_to_event((cur.lastrowid, number, event_type, detail, actor, at))
 
 
-def find_by_request_id(conn: sqlite3.Connection, request_id: str) -> tasks_pb2.Task | None:
-    row = conn.execute(f"SELECT {COLUMNS} FROM tasks WHERE request_id = ?", (request_id,)).fetchone()
-    return row_to_task(row) if row is not None else None
+def find_by_request_id(conn: sqlite3.Connection, request_id: str) -> tuple[tasks_pb2.Task, bytes | None] | None:
+    """The task created with ``request_id`` and the fingerprint of the request that created it.
+
+    The fingerprint is None for a task created before fingerprints were stored (schema 5).
+    """
+    row = conn.execute(f"SELECT {COLUMNS}, request_hash FROM tasks WHERE request_id = ?", (request_id,)).fetchone()
+    return (row_to_task(row), row[-1]) if row is not None else None
 
 
 _insert_sql: dict[tuple[Any, ...], str] = {}
 
 
 #: The columns CreateTask inserts, in row order: COLUMN_NAMES from name to completed_at,
-#: then created_by and request_id (the broker columns start empty).
-CREATE_COLUMNS = (*COLUMN_NAMES[1:18], "created_by", "request_id")
+#: then created_by, request_id and request_hash, the fingerprint of the request that
+#: used the request_id (the broker columns start empty).
+CREATE_COLUMNS = (*COLUMN_NAMES[1:18], "created_by", "request_id", "request_hash")
 
 
 #: The detail of the event that records a task's creation, followed by its status.
@@ -421,6 +426,23 @@ def status_of(conn: sqlite3.Connection, number: int) -> tuple[str, int] | None:
     """(status, updated_at) of a task, or None."""
     row = conn.execute("SELECT status, updated_at FROM tasks WHERE id = ?", (number,)).fetchone()
     return None if row is None else (str(row[0]), int(row[1]))
+
+
+def status_and_values(
+    conn: sqlite3.Connection, number: int, columns: Sequence[str]
+) -> tuple[str, int, dict[str, Any]] | None:
+    """(status, updated_at, the stored value of each of ``columns``) of a task, or None.
+
+    ``columns`` are names from UPDATABLE (never client text), so they may go into the SQL.
+    """
+    unknown = [c for c in columns if c not in UPDATABLE]
+    if unknown:
+        raise ValueError(f"not an updatable column: {unknown[0]!r}")
+    picked = "".join(f", {c}" for c in columns)
+    row = conn.execute(f"SELECT status, updated_at{picked} FROM tasks WHERE id = ?", (number,)).fetchone()
+    if row is None:
+        return None
+    return str(row[0]), int(row[1]), dict(zip(columns, row[2:], strict=True))
 
 
 def next_stamp(previous: int) -> int:

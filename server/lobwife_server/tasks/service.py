@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import hashlib
 import secrets
 import sqlite3
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ from typing import Any
 import grpc
 
 from lobwife.v1 import tasks_pb2
+from lobwife_server.api.fields import UpdateMask
 from lobwife_server.api.rpc import CallContext, WireMessage, single_part
 from lobwife_server.core.errors import ApiError, failed_precondition, invalid_argument
 from lobwife_server.core.timeutil import to_us
@@ -24,8 +26,8 @@ from lobwife_server.core.validation import (
     PageTokens,
     check_repos,
     check_text,
-    page_size,
     parse_task_number,
+    request_page_size,
     task_not_found,
     timestamp_us,
 )
@@ -34,23 +36,11 @@ from lobwife_server.storage.database import BatchKind, Database, WriteContext
 from lobwife_server.tasks.cache import TaskCache
 from lobwife_server.tasks.watch import ChangeFeed
 
-# Fields of UpdateTaskRequest that are not task fields; an HTTP PATCH body's
-# keys become the mask, so these may appear in it and are passed over.
-_NOT_TASK_FIELDS = frozenset({"actor", "task_id", "update_mask"})
-_OUTPUT_ONLY = frozenset(
-    {
-        "id",
-        "created_at",
-        "updated_at",
-        "broker_repos",
-        "broker_status",
-        "token_count",
-        "broker_registered_at",
-        "created_by",
-    }
-)
+# UpdateTask's mask names Task fields (its request repeats them): the contract's OUTPUT_ONLY ones are
+# refused there (api.fields). The request's own fields are passed over: an HTTP PATCH body's keys
+# become the mask, so they may appear in it.
+_UPDATE_MASK = UpdateMask(tasks_pb2.Task.DESCRIPTOR, store.UPDATABLE, request_only=("actor", "task_id", "update_mask"))
 _TIMESTAMP_FIELDS = frozenset({"queued_at", "assigned_at", "completed_at"})
-_EVENTS_PAGE_MAX = 1000
 #: The empty base of every CreateTask response; shared, so never mutated.
 _CREATE_RESPONSE = tasks_pb2.CreateTaskResponse()
 #: Rows per replay read, and of their details' bytes: what a stream replaying to a client that does not read
@@ -64,6 +54,19 @@ def _status_text(value: int, field: str = "status") -> str:
     if text is None:
         raise invalid_argument(field, f"must be one of {', '.join(store.STATUS_VALUE)}")
     return text
+
+
+def _request_id_reused(request_id: str, number: int) -> ApiError:
+    desc = (
+        f"{request_id[:40]!r} was already used to create task T{number} with a different request;"
+        " a retry must repeat the request as it was, and a new task needs a new request_id"
+    )
+    return ApiError(
+        grpc.StatusCode.ALREADY_EXISTS,
+        f"request_id: {desc}",
+        violations=[("request_id", desc)],
+        reason="REQUEST_ID_REUSED",
+    )
 
 
 def _estimate(value: int) -> int:
@@ -87,7 +90,19 @@ class _NewTask:
         status = self.status
         assigned = now if status == "active" else None
         completed = now if status in store.FINAL_STATUSES else None
-        return (*self.fields, now, now, now, assigned, completed, self.actor, self.request_id)
+        fingerprint = None if self.request_id is None else self.fingerprint()
+        return (*self.fields, now, now, now, assigned, completed, self.actor, self.request_id, fingerprint)
+
+    def fingerprint(self) -> bytes:
+        """What the request asks for, hashed: the validated column values it sets and its actor.
+
+        Normalized values, not the request's bytes, so that a retry is the same request
+        over either transport, whether it spells a default out or leaves it unset. Only
+        the values that are set are named, so a field added later does not change the
+        fingerprint of a request that does not use it.
+        """
+        given = [(c, v) for c, v in zip(store.CREATE_COLUMNS, self.fields, strict=False) if v is not None]
+        return hashlib.blake2b(repr((given, self.actor)).encode(), digest_size=16).digest()
 
 
 class TaskService:
@@ -176,7 +191,11 @@ class TaskService:
         if new.request_id is not None:
             existing = store.find_by_request_id(conn, new.request_id)
             if existing is not None:
-                return single_part(_CREATE_RESPONSE, "task", existing.SerializeToString(), existing)
+                task, fingerprint = existing
+                # No fingerprint: a task created before they were stored; taken as the same request.
+                if fingerprint is not None and fingerprint != new.fingerprint():
+                    raise _request_id_reused(new.request_id, task.id)
+                return single_part(_CREATE_RESPONSE, "task", task.SerializeToString(), task)
         return self._create_many(conn, [(wctx, new)])[0]
 
     def _create_many(self, conn: sqlite3.Connection, items: list[tuple[WriteContext, _NewTask]]) -> list[WireMessage]:
@@ -246,7 +265,7 @@ class TaskService:
         return WireMessage(tasks_pb2.GetTaskResponse(), {"task": data})
 
     async def ListTasks(self, req: tasks_pb2.ListTasksRequest, ctx: CallContext) -> WireMessage:
-        size = page_size(req.page_size, default=100, maximum=500)
+        size = request_page_size(req)
         f = store.TaskFilter(
             status=_status_text(req.status) if req.status else None,
             type=check_text("type", req.type),
@@ -303,16 +322,7 @@ class TaskService:
     def _changes(self, req: tasks_pb2.UpdateTaskRequest) -> tuple[list[str], dict[str, Any]]:
         """The mask (validated, in order) and the column values it sets."""
         if req.HasField("update_mask") and req.update_mask.paths:
-            names: list[str] = []
-            for path in req.update_mask.paths:
-                if path in _NOT_TASK_FIELDS:
-                    continue
-                if path in _OUTPUT_ONLY or path == "task_id":
-                    raise invalid_argument("update_mask", f"{path} is output only")
-                if path not in store.UPDATABLE:
-                    raise invalid_argument("update_mask", f"unknown field {path!r}")
-                if path not in names:
-                    names.append(path)
+            names = _UPDATE_MASK.paths(req.update_mask)
         else:
             # No mask: the fields that are set (a repeated field when non-empty).
             names = [
@@ -354,39 +364,46 @@ class TaskService:
         actor = check_text("actor", req.actor) if req.HasField("actor") else None
         names, values = self._changes(req)
 
-        def write(conn: sqlite3.Connection, wctx: WriteContext) -> tasks_pb2.Task:
-            found = store.status_of(conn, number)
+        def write(conn: sqlite3.Connection, wctx: WriteContext) -> tuple[tasks_pb2.Task, list[str]]:
+            found = store.status_and_values(conn, number, list(values))
             if found is None:
                 raise task_not_found(number)
-            current, last_update = found
+            current, last_update, stored = found
             if current == "cancelled":
                 raise failed_precondition(f"Task T{number} is cancelled", reason="TASK_CANCELLED")
+            # Only what changes is written: an update that sets every field to the value it
+            # has writes nothing, logs no event and leaves updated_at (and so every cache and watch) alone.
+            changed = [n for n in names if stored[n] != values[n]]
+            if not changed:
+                task = store.get_task(conn, number)
+                assert task is not None
+                return task, changed
             now = store.next_stamp(last_update)
-            changes = dict(values)
+            changes = {n: values[n] for n in changed}
             new_status = changes.get("status")
             if new_status is not None and new_status != current:
-                # Stamp the status move unless the client set the time itself.
-                if new_status == "active" and "assigned_at" not in changes:
+                # Stamp the status move unless the client set the time itself (even to the time it has).
+                if new_status == "active" and "assigned_at" not in values:
                     changes["assigned_at"] = now
-                elif new_status in store.FINAL_STATUSES and "completed_at" not in changes:
+                elif new_status in store.FINAL_STATUSES and "completed_at" not in values:
                     changes["completed_at"] = now
-                elif new_status == "queued" and "queued_at" not in changes:
+                elif new_status == "queued" and "queued_at" not in values:
                     changes["queued_at"] = now
             changes["updated_at"] = now
             store.update_task(conn, number, changes)
-            event = store.insert_event(conn, number, "updated", "Updated: " + ", ".join(names), actor, now)
+            event = store.insert_event(conn, number, "updated", "Updated: " + ", ".join(changed), actor, now)
             task = store.get_task(conn, number)
             assert task is not None
             self._publish(wctx, event, task)
-            return task
+            return task, changed
 
-        task = await self.db.write(write)
-        return tasks_pb2.UpdateTaskResponse(id=task.id, task_id=task.task_id, updated=names, task=task)
+        task, changed = await self.db.write(write)
+        return tasks_pb2.UpdateTaskResponse(id=task.id, task_id=task.task_id, updated=changed, task=task)
 
     async def CancelTask(self, req: tasks_pb2.CancelTaskRequest, ctx: CallContext) -> tasks_pb2.CancelTaskResponse:
         number = parse_task_number(req.task_id)
         actor = check_text("actor", req.actor) if req.HasField("actor") else None
-        reason = check_text("reason", req.reason, MAX_DETAIL) if req.HasField("reason") else None
+        reason = check_text("reason", req.reason, MAX_DETAIL, multiline=True) if req.HasField("reason") else None
 
         def write(conn: sqlite3.Connection, wctx: WriteContext) -> tasks_pb2.Task:
             found = store.status_of(conn, number)
@@ -416,7 +433,7 @@ class TaskService:
         number = parse_task_number(req.task_id)
         event_type = check_text("event_type", req.event_type, required=True)
         assert event_type is not None
-        detail = check_text("detail", req.detail, MAX_DETAIL) if req.HasField("detail") else None
+        detail = check_text("detail", req.detail, MAX_DETAIL, multiline=True) if req.HasField("detail") else None
         actor = check_text("actor", req.actor) if req.HasField("actor") else None
 
         def write(conn: sqlite3.Connection, wctx: WriteContext) -> tasks_pb2.TaskEvent:
@@ -434,7 +451,7 @@ class TaskService:
         self, req: tasks_pb2.ListTaskEventsRequest, ctx: CallContext
     ) -> tasks_pb2.ListTaskEventsResponse:
         number = parse_task_number(req.task_id)
-        size = page_size(req.page_size, default=100, maximum=_EVENTS_PAGE_MAX)
+        size = request_page_size(req)
         before = self.tokens.parse(req.page_token, "events", [number])
 
         def read(conn: sqlite3.Connection) -> list[tasks_pb2.TaskEvent] | None:
@@ -454,9 +471,7 @@ class TaskService:
         self, req: tasks_pb2.RegisterTaskReposRequest, ctx: CallContext
     ) -> tasks_pb2.RegisterTaskReposResponse:
         number = parse_task_number(req.task_id)
-        if not req.repos:
-            raise invalid_argument("repos", "at least one repository is required")
-        repos = check_repos("repos", req.repos)
+        repos = check_repos("repos", req.repos)  # at least one: `repos` is REQUIRED (the dispatcher checks)
         lobster_type = (check_text("lobster_type", req.lobster_type) if req.HasField("lobster_type") else None) or (
             "unknown"
         )

@@ -307,9 +307,9 @@ async def test_body_errors(gw: Gateway) -> None:
     ]
     status, body, _ = await gw.call("POST", "/api/v1/tasks", [1, 2])
     assert status == 400 and body["error"] == "body: expected a JSON object, got array"
-    # An empty body is `{}`: the service's own validation answers.
+    # An empty body is `{}`: the contract's REQUIRED `name` is missing (the dispatcher's check answers).
     status, body, _ = await gw.call("POST", "/api/v1/tasks", raw=b"")
-    assert status == 400 and body["error"] == "name: must not be blank"
+    assert status == 400 and body["error"] == "name: is required"
     assert body["details"][0]["field_violations"][0]["field"] == "name"
 
 

@@ -5,11 +5,20 @@ isort:skip_file
 
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pb2 as _descriptor_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import extension_dict as _extension_dict
 import builtins as _builtins
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
 HTTP_SUCCESS_CODE_FIELD_NUMBER: _builtins.int
+HTTP_QUERY_ALIAS_FIELD_NUMBER: _builtins.int
 http_success_code: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, _builtins.int]
 """HTTP status code of a successful response through the gateway. 0 means 200."""
+http_query_alias: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, _containers.RepeatedScalarFieldContainer[_builtins.str]]
+"""Other names by which an HTTP query parameter sets this field, besides its
+proto name and JSON name: `?since=` is `created_after` on
+`GET /api/v1/tasks`, the name the CLI (`--since`) uses. Only for fields of a
+request message itself (not nested ones). Giving a field under two of its
+names in one request is an error naming the field.
+"""

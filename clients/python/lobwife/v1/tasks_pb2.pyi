@@ -94,7 +94,7 @@ class Task(_message.Message):
     task_id: _builtins.str
     """The display form of `id`, e.g. `T42`."""
     name: _builtins.str
-    """Human title. Never blank."""
+    """Human title. Never blank; one line, with no control characters."""
     slug: _builtins.str
     """Short handle, unique when set."""
     type: _builtins.str
@@ -273,7 +273,8 @@ class CreateTaskRequest(_message.Message):
     WORKFLOW_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """A client-chosen id (at most 128 characters) that makes retries safe: a second
-    create with the same id returns the first task.
+    create with the same id and the same request returns the first task; with a
+    different request (any task field or the actor differs) it is ALREADY_EXISTS.
     """
     actor: _builtins.str
     """Who is creating the task; recorded on the `created` event."""
@@ -439,11 +440,11 @@ class ListTasksRequest(_message.Message):
     """From a previous response; only valid with the same filters."""
     @_builtins.property
     def created_after(self) -> _timestamp_pb2.Timestamp:
-        """Only tasks created at or after this time."""
+        """Only tasks created at or after this time. Over HTTP also `?since=` (the CLI's `--since`)."""
 
     @_builtins.property
     def created_before(self) -> _timestamp_pb2.Timestamp:
-        """Only tasks created before this time."""
+        """Only tasks created before this time. Over HTTP also `?until=` (the CLI's `--until`)."""
 
     def __init__(
         self,

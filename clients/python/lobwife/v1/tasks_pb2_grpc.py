@@ -99,8 +99,10 @@ class TaskServiceServicer:
     """
 
     def CreateTask(self, request, context):
-        """Creates a task. Idempotent by `request_id`: a retry with the same id returns
-        the task created the first time and creates nothing.
+        """Creates a task. Idempotent by `request_id`: a retry with the same id and the
+        same request returns the task created the first time and creates nothing. The
+        same id with a different request is ALREADY_EXISTS (HTTP 409), naming
+        `request_id`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -123,7 +125,9 @@ class TaskServiceServicer:
 
     def UpdateTask(self, request, context):
         """Updates the fields named by `update_mask` (over HTTP: the fields present in
-        the body). Logs an `updated` event naming the changed fields.
+        the body). Logs an `updated` event naming the changed fields. An update that
+        changes no value writes nothing: no event, `updated_at` stays, `updated` is
+        empty.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

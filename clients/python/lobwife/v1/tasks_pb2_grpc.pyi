@@ -41,8 +41,10 @@ class TaskServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> TaskServiceAsyncStub: ...
     CreateTask: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.CreateTaskRequest, _tasks_pb2.CreateTaskResponse]
-    """Creates a task. Idempotent by `request_id`: a retry with the same id returns
-    the task created the first time and creates nothing.
+    """Creates a task. Idempotent by `request_id`: a retry with the same id and the
+    same request returns the task created the first time and creates nothing. The
+    same id with a different request is ALREADY_EXISTS (HTTP 409), naming
+    `request_id`.
     """
     GetTask: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.GetTaskRequest, _tasks_pb2.GetTaskResponse]
     """Gets one task."""
@@ -52,7 +54,9 @@ class TaskServiceStub:
     """
     UpdateTask: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.UpdateTaskRequest, _tasks_pb2.UpdateTaskResponse]
     """Updates the fields named by `update_mask` (over HTTP: the fields present in
-    the body). Logs an `updated` event naming the changed fields.
+    the body). Logs an `updated` event naming the changed fields. An update that
+    changes no value writes nothing: no event, `updated_at` stays, `updated` is
+    empty.
     """
     CancelTask: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.CancelTaskRequest, _tasks_pb2.CancelTaskResponse]
     """Cancels a task (soft delete: the row stays, its status becomes `cancelled`).
@@ -89,8 +93,10 @@ class TaskServiceAsyncStub(TaskServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateTask: _aio.UnaryUnaryMultiCallable[_tasks_pb2.CreateTaskRequest, _tasks_pb2.CreateTaskResponse]  # type: ignore[assignment]
-    """Creates a task. Idempotent by `request_id`: a retry with the same id returns
-    the task created the first time and creates nothing.
+    """Creates a task. Idempotent by `request_id`: a retry with the same id and the
+    same request returns the task created the first time and creates nothing. The
+    same id with a different request is ALREADY_EXISTS (HTTP 409), naming
+    `request_id`.
     """
     GetTask: _aio.UnaryUnaryMultiCallable[_tasks_pb2.GetTaskRequest, _tasks_pb2.GetTaskResponse]  # type: ignore[assignment]
     """Gets one task."""
@@ -100,7 +106,9 @@ class TaskServiceAsyncStub(TaskServiceStub):
     """
     UpdateTask: _aio.UnaryUnaryMultiCallable[_tasks_pb2.UpdateTaskRequest, _tasks_pb2.UpdateTaskResponse]  # type: ignore[assignment]
     """Updates the fields named by `update_mask` (over HTTP: the fields present in
-    the body). Logs an `updated` event naming the changed fields.
+    the body). Logs an `updated` event naming the changed fields. An update that
+    changes no value writes nothing: no event, `updated_at` stays, `updated` is
+    empty.
     """
     CancelTask: _aio.UnaryUnaryMultiCallable[_tasks_pb2.CancelTaskRequest, _tasks_pb2.CancelTaskResponse]  # type: ignore[assignment]
     """Cancels a task (soft delete: the row stays, its status becomes `cancelled`).
@@ -140,8 +148,10 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _tasks_pb2.CreateTaskRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_tasks_pb2.CreateTaskResponse, _abc.Awaitable[_tasks_pb2.CreateTaskResponse]]:
-        """Creates a task. Idempotent by `request_id`: a retry with the same id returns
-        the task created the first time and creates nothing.
+        """Creates a task. Idempotent by `request_id`: a retry with the same id and the
+        same request returns the task created the first time and creates nothing. The
+        same id with a different request is ALREADY_EXISTS (HTTP 409), naming
+        `request_id`.
         """
 
     @_abc_1.abstractmethod
@@ -169,7 +179,9 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_tasks_pb2.UpdateTaskResponse, _abc.Awaitable[_tasks_pb2.UpdateTaskResponse]]:
         """Updates the fields named by `update_mask` (over HTTP: the fields present in
-        the body). Logs an `updated` event naming the changed fields.
+        the body). Logs an `updated` event naming the changed fields. An update that
+        changes no value writes nothing: no event, `updated_at` stays, `updated` is
+        empty.
         """
 
     @_abc_1.abstractmethod
