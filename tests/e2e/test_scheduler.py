@@ -203,14 +203,17 @@ concurrency = "allow"
 
 
 def test_run_orphaned_by_kill_9_is_resolved_on_restart(tmp_path: Path, stop_after: list[ServerProcess]) -> None:
-    toml = """
+    mark = tmp_path / "ran"
+    toml = f"""
 [jobs.long]
-command = ["sleep", "60"]
+command = ["sh", "-c", "touch {mark}; exec sleep 60"]
 every = "1h"
 """
     srv = jobs_server(tmp_path, toml)
     curl("POST", srv.http_url + "/api/jobs/long/trigger")
     running = wait_for(lambda: [r for r in runs(srv, "long") if r["status"] == "running" and r["pgid"]])
+    # Past the runner's gate: the command itself runs (killed before the gate opens, it never would).
+    wait_for(mark.exists)
     pgid = running[0]["pgid"]
     srv.kill9()
     assert runner.group_alive(pgid), "the job outlives the killed server"
@@ -492,14 +495,16 @@ run_on_startup = true
 def test_health_is_503_starting_until_recovery_is_done(tmp_path: Path, stop_after: list[ServerProcess]) -> None:
     # A run that ignores SIGTERM makes recovery take the kill grace (5 s), during which the server
     # listens but is not ready: GET /health must say so, as gRPC health does.
-    toml = """
+    mark = tmp_path / "ran"
+    toml = f"""
 [jobs.stubborn]
-command = ["sh", "-c", "trap '' TERM; sleep 60"]
+command = ["sh", "-c", "trap '' TERM; touch {mark}; sleep 60"]
 every = "1h"
 """
     srv = jobs_server(tmp_path, toml)
     curl("POST", srv.http_url + "/api/jobs/stubborn/trigger")
     running = wait_for(lambda: [r for r in runs(srv, "stubborn") if r["status"] == "running" and r["pgid"]])
+    wait_for(mark.exists)  # past the gate, SIGTERM ignored
     srv.kill9()
     path = tmp_path / "jobs.toml"
     srv2 = start_server(tmp_path / "state", "--jobs", str(path), wait=False)

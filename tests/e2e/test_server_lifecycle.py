@@ -274,7 +274,9 @@ def test_not_serving_until_start_up_is_done(tmp_path: Path) -> None:
     state = tmp_path / "state"
     jobs = tmp_path / "jobs.toml"
     # An orphan that ignores SIGTERM: recovery waits the kill grace (5 s) before SIGKILL.
-    jobs.write_text('[jobs.stubborn]\ncommand = ["sh", "-c", "trap \'\' TERM; sleep 60"]\nevery = "1h"\n')
+    mark = tmp_path / "ran"
+    command = f"trap '' TERM; touch {mark}; sleep 60"
+    jobs.write_text(f'[jobs.stubborn]\ncommand = ["sh", "-c", "{command}"]\nevery = "1h"\n')
     srv = start_server(state, "--jobs", str(jobs))
     with grpc.insecure_channel(srv.grpc_addr) as ch:
         from lobwife.v1 import jobs_pb2, jobs_pb2_grpc
@@ -293,7 +295,8 @@ def test_not_serving_until_start_up_is_done(tmp_path: Path) -> None:
             conn.close()
 
     deadline = time.monotonic() + 10
-    while not running() and time.monotonic() < deadline:
+    # Recorded running, and past the runner's gate (killed before it opens, the command never runs).
+    while not (running() and mark.exists()) and time.monotonic() < deadline:
         time.sleep(0.05)
     srv.kill9()
     srv2 = start_server(state, "--jobs", str(jobs), wait=False)

@@ -600,29 +600,29 @@ class _Binding:
             else:
                 body = codec.encode(self.render(resp))
             return web.Response(body=body, status=ctx.http_status or self.status, headers=_JSON_HEADERS)
-        except ApiError as e:
+        except Exception as e:
+            return self._failed(request, e)
+
+    def _failed(self, request: web.Request, e: Exception) -> web.StreamResponse:
+        """The answer to a call that raised before its response started (one table for unary and stream)."""
+        if isinstance(e, ApiError):
             return _error_response(e)
-        except _BodyTooLarge:
+        if isinstance(e, _BodyTooLarge):
             return _too_large_response(self.max_body)
-        except _BadBody as e:
+        if isinstance(e, _BadBody):
             return e.response()
-        except ConnectionError:
+        if isinstance(e, ConnectionError):
             return _client_gone(request)
-        except Exception:
-            log.exception("HTTP %s %s failed", request.method, request.path, extra={"method": self.method.full_name})
-            return _internal_error()
+        log.error(
+            "HTTP %s %s failed", request.method, request.path, exc_info=e, extra={"method": self.method.full_name}
+        )
+        return _internal_error()
 
     async def stream(self, request: web.Request, parts: list[str]) -> web.StreamResponse:
         try:
             req = await self.build_request(request, parts)
-        except ApiError as e:
-            return _error_response(e)
-        except _BodyTooLarge:
-            return _too_large_response(self.max_body)
-        except _BadBody as e:
-            return e.response()
-        except ConnectionError:
-            return _client_gone(request)
+        except Exception as e:
+            return self._failed(request, e)
         sse = "text/event-stream" in request.headers.get("Accept", "")
         agen = self.dispatcher.stream(self.method, req, self._ctx(request))
         try:

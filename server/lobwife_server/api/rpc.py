@@ -265,16 +265,21 @@ class Dispatcher:
         if problems:
             raise ContractError("; ".join(problems))
 
+    def _admit(self, m: MethodInfo, request: message.Message, ctx: CallContext) -> None:
+        """What every call passes before its implementation, on both transports: built, allowed, complete."""
+        if m.impl is None:
+            raise unimplemented(m.full_name)
+        if type(self.authorizer) is not AllowAll:  # the default allows all: no call into it
+            self.authorizer.authorize(m, ctx)
+        if m.check_required is not None:
+            m.check_required(request)
+
     async def unary(self, m: MethodInfo, request: message.Message, ctx: CallContext) -> Response:
         start = time.perf_counter()
         code = "OK"
         try:
-            if m.impl is None:
-                raise unimplemented(m.full_name)
-            if type(self.authorizer) is not AllowAll:  # the default allows all: no call into it
-                self.authorizer.authorize(m, ctx)
-            if m.check_required is not None:
-                m.check_required(request)
+            self._admit(m, request, ctx)
+            assert m.impl is not None
             result: Response = await m.impl(request, ctx)
             return result
         except ApiError as e:
@@ -292,12 +297,8 @@ class Dispatcher:
         code = "OK"
         start = time.perf_counter()
         try:
-            if m.impl is None:
-                raise unimplemented(m.full_name)
-            if type(self.authorizer) is not AllowAll:
-                self.authorizer.authorize(m, ctx)
-            if m.check_required is not None:
-                m.check_required(request)
+            self._admit(m, request, ctx)
+            assert m.impl is not None
             async for item in m.impl(request, ctx):
                 yield item
         except ApiError as e:

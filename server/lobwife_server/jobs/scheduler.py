@@ -389,15 +389,7 @@ class Scheduler:
                 _record_unrecorded(conn, name, backlog)
                 job_store.set_next_fire(conn, name, nxt_us)
                 if decision == "skip":
-                    job_store.insert_run(
-                        conn,
-                        name,
-                        "schedule",
-                        "skipped",
-                        scheduled_at=slot,
-                        finished_at=now_us(),
-                        reason="previous run still running (concurrency: forbid)",
-                    )
+                    _insert_skipped(conn, name, "schedule", slot, STILL_RUNNING)
                     return None
                 return job_store.insert_run(conn, name, "schedule", "pending", scheduled_at=slot, reason=note)
 
@@ -479,17 +471,7 @@ class Scheduler:
         if decision == "skip":
             if refuse:
                 raise failed_precondition(f"Job {name} is already running", reason="JOB_RUNNING")
-            return await self.db.write(
-                lambda c, w: job_store.insert_run(
-                    c,
-                    name,
-                    trigger,
-                    "skipped",
-                    scheduled_at=slot,
-                    finished_at=now_us(),
-                    reason="previous run still running (concurrency: forbid)",
-                )
-            )
+            return await self.db.write(lambda c, w: _insert_skipped(c, name, trigger, slot, STILL_RUNNING))
         run_id = await self.db.write(lambda c, w: job_store.insert_run(c, name, trigger, "pending", scheduled_at=slot))
         if decision == "replace":
             await self._end_running(name, f"replaced by run {run_id}")
@@ -856,18 +838,18 @@ class Scheduler:
         self.feed.close()
 
 
+STILL_RUNNING = "previous run still running (concurrency: forbid)"
+
+
+def _insert_skipped(conn: Any, name: str, trigger: str, slot: int | None, reason: str) -> int:
+    return job_store.insert_run(conn, name, trigger, "skipped", scheduled_at=slot, finished_at=now_us(), reason=reason)
+
+
 def _record_unrecorded(conn: Any, name: str, backlog: list[tuple[int, str]]) -> None:
     for slot, error in backlog:
         if not job_store.slot_recorded(conn, name, slot):
-            job_store.insert_run(
-                conn,
-                name,
-                "schedule",
-                "skipped",
-                scheduled_at=slot,
-                finished_at=now_us(),
-                reason=f"not run: the slot could not be recorded at its time ({error})",
-            )
+            why = f"not run: the slot could not be recorded at its time ({error})"
+            _insert_skipped(conn, name, "schedule", slot, why)
 
 
 def _flush(conn: Any, w: WriteContext, *, name: str, backlog: list[tuple[int, str]], target: int | None) -> bool:
