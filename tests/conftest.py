@@ -140,15 +140,6 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
         srv.terminate()
 
 
-@pytest.fixture(scope="module")
-def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One server for a whole module, for tests that only add data."""
-    srv = start_server(tmp_path_factory.mktemp("shared") / "state")
-    yield srv
-    if srv.proc.poll() is None:
-        srv.terminate()
-
-
 @pytest.fixture
 def channel(server: ServerProcess) -> Iterator[grpc.Channel]:
     with grpc.insecure_channel(server.grpc_addr) as ch:

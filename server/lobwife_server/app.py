@@ -102,6 +102,9 @@ def adopt_legacy_database(state_dir: Path, db_path: Path) -> bool:
 
 
 class LobwifeServer:
+    """The whole server: database, services, gRPC and HTTP listeners, scheduler, health; start() and stop() are
+    its life cycle."""
+
     def __init__(self, config: Config) -> None:
         self.config = config
         self.started = time.monotonic()

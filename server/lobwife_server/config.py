@@ -31,6 +31,9 @@ def default_state_dir() -> Path:
 
 @dataclass(frozen=True)
 class Config:
+    """Everything the server is told at start (flags, then environment, then these defaults); see README
+    "Configuration"."""
+
     state_dir: Path
     host: str = "127.0.0.1"
     grpc_port: int = 50051
@@ -57,6 +60,8 @@ class Config:
 
 
 class ConfigError(ValueError):
+    """A bad flag or environment value; the message names it (a usage error, exit 2)."""
+
     pass
 
 

@@ -81,6 +81,8 @@ class CallContext:
 
 
 class Authorizer(Protocol):
+    """The hook every call passes before its implementation (auth comes in with issue 10)."""
+
     def authorize(self, method: MethodInfo, ctx: CallContext) -> None:
         """Raise ApiError (UNAUTHENTICATED / PERMISSION_DENIED) to refuse the call."""
 
@@ -94,6 +96,9 @@ class AllowAll:
 
 @dataclass(frozen=True)
 class MethodInfo:
+    """One RPC of the contract as the dispatcher serves it: its descriptor, message types, implementation (None:
+    UNIMPLEMENTED), meters and REQUIRED check, all decided at start."""
+
     service: str
     name: str
     full_name: str  # "/lobwife.v1.TaskService/GetTask"
@@ -222,6 +227,12 @@ TRANSPORTS = ("grpc", "http")
 
 
 class Dispatcher:
+    """The one path of every call, gRPC or HTTP: the method table built from the contract, admission (built,
+    allowed, complete), errors to status codes, metrics.
+
+    Refuses (ContractError) implementations that disagree with the contract.
+    """
+
     def __init__(self, implementations: Mapping[str, object], authorizer: Authorizer | None = None) -> None:
         self.authorizer: Authorizer = authorizer or AllowAll()
         self.methods: dict[str, MethodInfo] = {}

@@ -49,6 +49,8 @@ SOURCES = {1: "file", 2: "api", 3: "builtin"}
 
 @dataclass(frozen=True)
 class RetryDef:
+    """A job's retry policy with defaults applied: how many retries, and the exponential backoff between them."""
+
     max_retries: int = 0
     initial_backoff: float = BACKOFF_DEFAULT
     max_backoff: float = MAX_BACKOFF_DEFAULT
@@ -62,6 +64,8 @@ class RetryDef:
 
 @dataclass(frozen=True)
 class JobDef:
+    """A job as the scheduler runs it: a validated Job message with every default applied."""
+
     name: str
     argv: tuple[str, ...]
     description: str = ""

@@ -32,6 +32,8 @@ RESERVED_PREFIX = "lobwife-"
 
 @dataclass(frozen=True)
 class MaintenanceConfig:
+    """Bounds of the built-in maintenance jobs: backups kept, run history kept."""
+
     backup_keep: int = 7
     run_retention_days: float = 30.0
     runs_kept_per_job: int = 1000

@@ -27,11 +27,15 @@ MAX_OUTPUT_BYTES = 1024 * 1024
 
 @dataclass(frozen=True, slots=True)
 class RunUpdate:
+    """One WatchRuns item: a run's state, and the output it printed since the previous item (if any)."""
+
     run: jobs_pb2.JobRun
     output_chunk: str = ""
 
 
 class RunSubscription:
+    """One WatchRuns stream's queue: filtered by job, bounded in items and output, ended when it falls behind."""
+
     def __init__(self, feed: RunFeed, job: str | None, include_output: bool, size: int, max_output: int) -> None:
         self.feed = feed
         self.job = job
@@ -106,6 +110,9 @@ class RunSubscription:
 
 
 class RunFeed:
+    """In-process fan-out of run updates to WatchRuns streams (a multi-process backend would feed it from its
+    change feed)."""
+
     def __init__(self, queue_size: int = 1024, max_output_bytes: int = MAX_OUTPUT_BYTES) -> None:
         self._subs: set[RunSubscription] = set()
         self._size = queue_size

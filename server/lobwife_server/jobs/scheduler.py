@@ -101,6 +101,9 @@ class _CatchUp:
 
 
 class Scheduler:
+    """The cron scheduler: APScheduler as the timer, SQLite as the truth (see the module docstring for the
+    guarantees)."""
+
     def __init__(
         self,
         db: Database,

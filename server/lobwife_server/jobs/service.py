@@ -79,6 +79,9 @@ def run_message(r: job_store.RunRow) -> jobs_pb2.JobRun:
 
 
 class JobService:
+    """JobService RPCs over the scheduler: definitions, triggers, pause and resume, run history, live runs,
+    legacy summaries."""
+
     def __init__(self, scheduler: Scheduler, tokens: PageTokens, started: float) -> None:
         self.s = scheduler
         self.tokens = tokens

@@ -143,6 +143,9 @@ class WriteContext:
 
 
 class Database:
+    """The SQLite database: one writer thread with group commit, a pool of readers; nothing runs SQLite on the
+    event loop."""
+
     def __init__(self, path: Path, *, readers: int = 2, commit_delay: float = DEFAULT_COMMIT_DELAY) -> None:
         self.path = path
         self.commit_delay = commit_delay

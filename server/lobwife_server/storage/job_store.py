@@ -23,6 +23,8 @@ FAILED = frozenset({"failed", "timeout", "error", "abandoned"})
 
 @dataclass(frozen=True)
 class JobRow:
+    """A row of ``jobs``: a definition, who owns it, whether it is paused, its next slot."""
+
     name: str
     source: str
     definition: jobs_pb2.Job
@@ -32,6 +34,8 @@ class JobRow:
 
 @dataclass(frozen=True)
 class RunRow:
+    """A row of ``job_runs``: one run or one recorded slot, times in microseconds."""
+
     id: int
     job_name: str
     trigger: str

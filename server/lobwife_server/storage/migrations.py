@@ -322,6 +322,8 @@ LATEST = MIGRATIONS[-1][0]
 
 
 class MigrationError(RuntimeError):
+    """The database cannot be brought to this version (newer than the code, or a step failed): start-up stops."""
+
     pass
 
 

@@ -122,6 +122,8 @@ def get_task(conn: sqlite3.Connection, number: int) -> tasks_pb2.Task | None:
 
 @dataclass(frozen=True)
 class TaskFilter:
+    """ListTasks filters as the SQL sees them (times in microseconds); its key() names a page-token's query."""
+
     status: str | None = None
     type: str | None = None
     assigned_to: str | None = None

@@ -14,6 +14,8 @@ from lobwife_server.storage.database import Database
 
 
 class SystemService:
+    """SystemService: the legacy /health document (503 "starting" until the server is ready)."""
+
     def __init__(
         self,
         db: Database,

@@ -31,6 +31,8 @@ from lobwife_server.core.timeutil import to_us
 
 
 class TaskCache:
+    """Write-through cache of task snapshots with their serialized bytes, newest kept, oldest evicted."""
+
     def __init__(self, capacity: int = 20_000) -> None:
         self.capacity = capacity
         # id -> (updated_at in µs, task, task serialized); the number saves a proto

@@ -106,6 +106,9 @@ class _NewTask:
 
 
 class TaskService:
+    """TaskService RPCs: tasks, their events, repository registration and WatchTasks, over the database, the
+    cache and the change feed."""
+
     def __init__(
         self,
         db: Database,

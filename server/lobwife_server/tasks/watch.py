@@ -37,6 +37,8 @@ _OVERFLOWED = object()
 
 
 class Subscription:
+    """One WatchTasks stream's queue, bounded in changes and bytes; ended (resume cursor given) when it falls behind."""
+
     def __init__(self, feed: ChangeFeed, size: int, max_bytes: int) -> None:
         self._feed = feed
         self.queue: asyncio.Queue[Change | object] = asyncio.Queue(maxsize=size)
@@ -104,6 +106,9 @@ QUEUE_BYTES = 2 * 1024 * 1024
 
 
 class ChangeFeed:
+    """In-process fan-out of committed task changes, in commit order, with the cursor of the last one (a multi-
+    process backend would feed it from LISTEN/NOTIFY)."""
+
     def __init__(self, last_cursor: int = 0, queue_size: int = QUEUE_SIZE, queue_bytes: int = QUEUE_BYTES) -> None:
         self.last_cursor = last_cursor
         self._queue_size = queue_size
