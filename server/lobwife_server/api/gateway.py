@@ -1153,10 +1153,6 @@ class LimitedSite(web.BaseSite):
     def name(self) -> str:
         return f"http://{self._host}:{self._port}"
 
-    @property
-    def open_connections(self) -> int:
-        return self._gate.open
-
     async def start(self) -> None:
         await super().start()
         loop = asyncio.get_running_loop()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -216,10 +216,6 @@ def _length(n: int) -> bytes:
         if n < 1 << 16:  # bounded: messages this size are the common case
             _lengths[n] = prefix
     return prefix
-
-
-UnaryImpl = Callable[[Any, CallContext], Awaitable[Response]]
-StreamImpl = Callable[[Any, CallContext], AsyncIterator[message.Message]]
 
 
 #: The transports a CallContext names; each method gets a metrics.CallMeter for each.

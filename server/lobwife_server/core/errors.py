@@ -101,9 +101,3 @@ HTTP_STATUS: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.DATA_LOSS: 500,
 }
-
-_CODE_NAMES = {c.value[0]: c for c in grpc.StatusCode}
-
-
-def status_code_from_int(value: int) -> grpc.StatusCode:
-    return _CODE_NAMES.get(value, grpc.StatusCode.UNKNOWN)

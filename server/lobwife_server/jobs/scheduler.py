@@ -124,7 +124,6 @@ class Scheduler:
         self.sem = asyncio.Semaphore(max_concurrent)
         self.feed = RunFeed()
         self.boot = runner.boot_id()
-        self.file_error: str | None = None
         self._aps = AsyncIOScheduler(timezone=UTC)
         self._tasks: set[asyncio.Task[None]] = set()
         self._next_notes: dict[str, tuple[int, str | None]] = {}  # name -> (next slot, its DST note)
