@@ -15,12 +15,11 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from lobwife.cli import build_parser
 from lobwife.v1 import jobs_pb2, jobs_pb2_grpc, tasks_pb2, tasks_pb2_grpc
 from tests.conftest import ServerProcess, start_server
+from tests.grpc_util import error_of, violations
 from tests.http_util import Reply, curl
 
 
@@ -28,22 +27,6 @@ from tests.http_util import Reply, curl
 def stub(server: ServerProcess) -> Iterator[tasks_pb2_grpc.TaskServiceStub]:
     with grpc.insecure_channel(server.grpc_addr) as ch:
         yield tasks_pb2_grpc.TaskServiceStub(ch)
-
-
-def rpc_error(call: Any) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as info:
-        call()
-    return info.value
-
-
-def violations(err: grpc.RpcError) -> list[str]:
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
-    fields: list[str] = []
-    for d in status.details if status else []:
-        bad = error_details_pb2.BadRequest()
-        if d.Unpack(bad):
-            fields += [v.field for v in bad.field_violations]
-    return fields
 
 
 def http_violations(r: Reply) -> list[str]:
@@ -184,7 +167,7 @@ def test_a_request_id_reused_with_another_request_is_a_conflict(
     assert r.status == 201 and r.json["id"] == first.id
     # Another request under the same id is refused, naming request_id, and creates nothing.
     other = tasks_pb2.CreateTaskRequest(request_id="r-1", name="Fix logout", repos=["org/app"], actor="me")
-    err = rpc_error(lambda: stub.CreateTask(other, timeout=5))
+    err = error_of(lambda: stub.CreateTask(other, timeout=5))
     assert err.code() == grpc.StatusCode.ALREADY_EXISTS and violations(err) == ["request_id"]
     assert "T1" in (err.details() or "")
     r = curl("POST", tasks_url(server), {**body, "estimate_minutes": 30})
@@ -239,7 +222,7 @@ def test_an_update_that_changes_nothing_writes_nothing(
 def test_control_characters_in_a_task_name_are_refused(
     server: ServerProcess, stub: tasks_pb2_grpc.TaskServiceStub, bad: str
 ) -> None:
-    err = rpc_error(lambda: stub.CreateTask(tasks_pb2.CreateTaskRequest(name=bad), timeout=5))
+    err = error_of(lambda: stub.CreateTask(tasks_pb2.CreateTaskRequest(name=bad), timeout=5))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and violations(err) == ["name"]
     assert "control character" in (err.details() or "")
     r = curl("POST", tasks_url(server), {"name": bad})
@@ -248,7 +231,7 @@ def test_control_characters_in_a_task_name_are_refused(
     assert curl("POST", tasks_url(server), {"name": "ok"}).status == 201
     r = curl("PATCH", tasks_url(server, "/T1"), {"name": bad})
     assert r.status == 400 and http_violations(r) == ["name"]
-    err = rpc_error(lambda: stub.UpdateTask(tasks_pb2.UpdateTaskRequest(task_id="T1", name=bad), timeout=5))
+    err = error_of(lambda: stub.UpdateTask(tasks_pb2.UpdateTaskRequest(task_id="T1", name=bad), timeout=5))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and violations(err) == ["name"]
     assert curl("GET", tasks_url(server, "/T1")).json["name"] == "ok"
     assert [t["name"] for t in curl("GET", tasks_url(server)).json] == ["ok"]
@@ -266,7 +249,7 @@ def test_multi_line_text_keeps_tabs_and_newlines_and_names_stay_stripped(
     assert r.status == 400 and http_violations(r) == ["detail"]
     r = curl("POST", tasks_url(server, "/T1/events"), {"event_type": "pro\0gress"})
     assert r.status == 400 and http_violations(r) == ["event_type"]
-    err = rpc_error(lambda: stub.CancelTask(tasks_pb2.CancelTaskRequest(task_id="T1", reason="a\0b"), timeout=5))
+    err = error_of(lambda: stub.CancelTask(tasks_pb2.CancelTaskRequest(task_id="T1", reason="a\0b"), timeout=5))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and violations(err) == ["reason"]
 
 
@@ -276,7 +259,7 @@ def test_job_names_refuse_control_characters(server: ServerProcess) -> None:
         jobs = jobs_pb2_grpc.JobServiceStub(ch)
         for name in ("nightly\n", "night\0ly"):
             job = jobs_pb2.Job(name=name, command=["true"], cron="0 3 * * *", enabled=True)
-            err = rpc_error(lambda job=job: jobs.CreateJob(jobs_pb2.CreateJobRequest(job=job), timeout=5))
+            err = error_of(lambda job=job: jobs.CreateJob(jobs_pb2.CreateJobRequest(job=job), timeout=5))
             assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and violations(err) == ["job.name"]
     r = curl("POST", f"{server.http_url}/api/v1/jobs", {"name": "nightly\n", "command": ["true"], "cron": "0 3 * * *"})
     assert r.status == 400 and http_violations(r) == ["job.name"]

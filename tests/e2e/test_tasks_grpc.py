@@ -9,10 +9,9 @@ from collections.abc import Iterator
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2, timestamp_pb2
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from lobwife.v1 import costs_pb2, costs_pb2_grpc, tasks_pb2, tasks_pb2_grpc
+from tests.grpc_util import error_of, violations
 
 S = tasks_pb2.TaskStatus
 
@@ -20,22 +19,6 @@ S = tasks_pb2.TaskStatus
 @pytest.fixture
 def stub(channel: grpc.Channel) -> tasks_pb2_grpc.TaskServiceStub:
     return tasks_pb2_grpc.TaskServiceStub(channel)
-
-
-def error_of(call: object) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as info:
-        call()  # type: ignore[operator]
-    return info.value
-
-
-def violations(err: grpc.RpcError) -> list[str]:
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
-    fields: list[str] = []
-    for d in status.details if status else []:
-        bad = error_details_pb2.BadRequest()
-        if d.Unpack(bad):
-            fields += [v.field for v in bad.field_violations]
-    return fields
 
 
 def add_events(stub: tasks_pb2_grpc.TaskServiceStub, task_id: str, n: int, wave: int = 100) -> None:
