@@ -27,6 +27,7 @@ from lobwife_server import config
 from lobwife_server.api import gateway
 from lobwife_server.core import logs
 from tests.conftest import ROOT, ServerProcess, free_port, start_server, subprocess_env
+from tests.http_util import curl
 
 HEADER_S, BODY_S, IDLE_S = 1.0, 1.0, 2.0
 SLACK = 1.0  # how late a close may come (loop scheduling, a loaded 2-core machine)
@@ -107,6 +108,16 @@ def test_half_sent_headers_get_408_after_the_header_timeout(srv: ServerProcess) 
     assert status_of(data) == 408 and b"Connection: close" in data
     assert "request headers timed out" in str(body_json(data)["message"])
     assert HEADER_S - 0.2 <= took <= HEADER_S + SLACK
+    assert metric(srv, 'lobwife_http_timeouts_total{phase="headers"}') >= 1
+
+
+def metric(srv: ServerProcess, sample: str) -> float:
+    """The value of one sample of the server's /metrics."""
+    scrape = curl("GET", srv.http_url + "/metrics").body.decode()
+    for line in scrape.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{sample} not in /metrics")
 
 
 def test_trickled_headers_do_not_extend_the_header_deadline(srv: ServerProcess) -> None:
@@ -129,6 +140,7 @@ def test_stalled_body_gets_408_after_the_body_timeout(srv: ServerProcess) -> Non
     assert status_of(data) == 408, data
     assert "request body timed out" in str(body_json(data)["message"])
     assert BODY_S - 0.2 <= took <= BODY_S + SLACK
+    assert metric(srv, 'lobwife_http_timeouts_total{phase="body"}') >= 1
 
 
 def test_unread_body_that_stalls_or_breaks_closes_without_an_error_log(srv: ServerProcess) -> None:
@@ -296,6 +308,9 @@ def test_over_the_bound_new_connections_get_503_and_grpc_and_jobs_carry_on(tmp_p
     s = connect(srv.http_port)
     s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert status_of(read_to_close(s, 5)[0]) == 200  # freed slots are usable again
+    # The operator sees it in the metrics too: every refusal counted, the open connections gauged.
+    assert metric(srv, "lobwife_http_connections_refused_total") >= 41  # the burst's 40, and the one asked for
+    assert metric(srv, "lobwife_http_connections_open") >= 1  # at least the scrape's own connection
     text = srv.log()
     assert srv.terminate() == 0
     lines = text.splitlines()

@@ -1062,6 +1062,7 @@ class _Connection(asyncio.Protocol):
                     self._arm(due)
                     return
                 log.debug("HTTP request body timed out", extra={"peer": h.peername})
+                metrics.HTTP_TIMEOUTS.labels("body").inc()
                 message = f"request body timed out (no data for {limits.body_timeout:g} s)"
                 self._fail_body(h, body, _BadBody(408, message))
                 return
@@ -1076,6 +1077,7 @@ class _Connection(asyncio.Protocol):
             self._arm(due)
             return
         log.debug("HTTP request headers timed out", extra={"peer": h.peername, "partial": self._partial})
+        metrics.HTTP_TIMEOUTS.labels("headers").inc()
         transport = self._transport
         if self._partial and transport is not None:
             transport.write(
@@ -1122,6 +1124,7 @@ class _Connection(asyncio.Protocol):
     def _refuse(self, transport: asyncio.Transport) -> None:
         gate = self._gate
         gate.refused += 1
+        metrics.HTTP_REFUSED.inc()
         log.warning(
             "HTTP connection refused with 503: %d connections open, the limit (--http-max-connections)",
             gate.open,
@@ -1162,6 +1165,7 @@ class LimitedSite(web.BaseSite):
         self._server = await loop.create_server(
             lambda: _Connection(server, gate, loop), self._host, self._port, backlog=self._backlog
         )
+        metrics.HTTP_CONNECTIONS.set_function(lambda: gate.open)  # read at scrape time: nothing per connection
         limits = gate.limits
         log.info(
             "HTTP limits",

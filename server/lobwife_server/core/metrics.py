@@ -6,7 +6,7 @@ import bisect
 import time
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
@@ -21,6 +21,21 @@ DB_COMMIT_BATCH = Histogram(
     registry=REGISTRY,
 )
 WATCHERS = Gauge("lobwife_watch_streams", "Open WatchTasks streams.", registry=REGISTRY)
+# The HTTP limits (api/limits.py): counted only where a limit acts, never per request.
+HTTP_CONNECTIONS = Gauge(
+    "lobwife_http_connections_open", "Open HTTP connections (the bound is --http-max-connections).", registry=REGISTRY
+)
+HTTP_REFUSED = Counter(
+    "lobwife_http_connections_refused",
+    "HTTP connections refused because the connection bound was reached.",
+    registry=REGISTRY,
+)
+HTTP_TIMEOUTS = Counter(
+    "lobwife_http_timeouts",
+    "HTTP requests ended by a limit: phase=headers (not complete in time) or body (silent too long).",
+    ["phase"],
+    registry=REGISTRY,
+)
 
 
 # Per-RPC counts and latencies are kept in plain dicts and lists and turned into
