@@ -202,6 +202,15 @@ concurrency = "allow"
     assert len(slots) == len(set(slots))
 
 
+def run_past_the_gate(srv: ServerProcess, job: str, mark: Path) -> dict[str, Any]:
+    """Trigger ``job`` (whose command touches ``mark`` first) and return its run once it is recorded
+    running and its command really runs: killed before the runner's gate opens, it never would."""
+    curl("POST", srv.http_url + f"/api/jobs/{job}/trigger")
+    running = wait_for(lambda: [r for r in runs(srv, job) if r["status"] == "running" and r["pgid"]])
+    wait_for(mark.exists)
+    return dict(running[0])
+
+
 def test_run_orphaned_by_kill_9_is_resolved_on_restart(tmp_path: Path, stop_after: list[ServerProcess]) -> None:
     mark = tmp_path / "ran"
     toml = f"""
@@ -210,10 +219,7 @@ command = ["sh", "-c", "touch {mark}; exec sleep 60"]
 every = "1h"
 """
     srv = jobs_server(tmp_path, toml)
-    curl("POST", srv.http_url + "/api/jobs/long/trigger")
-    running = wait_for(lambda: [r for r in runs(srv, "long") if r["status"] == "running" and r["pgid"]])
-    # Past the runner's gate: the command itself runs (killed before the gate opens, it never would).
-    wait_for(mark.exists)
+    running = [run_past_the_gate(srv, "long", mark)]
     pgid = running[0]["pgid"]
     srv.kill9()
     assert runner.group_alive(pgid), "the job outlives the killed server"
@@ -502,9 +508,7 @@ command = ["sh", "-c", "trap '' TERM; touch {mark}; sleep 60"]
 every = "1h"
 """
     srv = jobs_server(tmp_path, toml)
-    curl("POST", srv.http_url + "/api/jobs/stubborn/trigger")
-    running = wait_for(lambda: [r for r in runs(srv, "stubborn") if r["status"] == "running" and r["pgid"]])
-    wait_for(mark.exists)  # past the gate, SIGTERM ignored
+    running = [run_past_the_gate(srv, "stubborn", mark)]  # SIGTERM ignored from here on
     srv.kill9()
     path = tmp_path / "jobs.toml"
     srv2 = start_server(tmp_path / "state", "--jobs", str(path), wait=False)

@@ -289,14 +289,11 @@ class Dispatcher:
             assert m.impl is not None
             result: Response = await m.impl(request, ctx)
             return result
-        except ApiError as e:
-            code = e.code.name
-            _log_error(m, ctx, e)
-            raise
         except Exception as e:
-            code = "INTERNAL"
-            log.exception("unhandled error in %s", m.full_name, extra={"method": m.full_name})
-            raise internal() from e
+            code, err = _failure(m, ctx, e)
+            if err is e:
+                raise
+            raise err from e
         finally:
             m.meters[ctx.transport].observe(code, time.perf_counter() - start)
 
@@ -308,14 +305,11 @@ class Dispatcher:
             assert m.impl is not None
             async for item in m.impl(request, ctx):
                 yield item
-        except ApiError as e:
-            code = e.code.name
-            _log_error(m, ctx, e)
-            raise
         except Exception as e:
-            code = "INTERNAL"
-            log.exception("unhandled error in %s", m.full_name, extra={"method": m.full_name})
-            raise internal() from e
+            code, err = _failure(m, ctx, e)
+            if err is e:
+                raise
+            raise err from e
         finally:
             m.meters[ctx.transport].observe(code, time.perf_counter() - start)
 
@@ -438,3 +432,13 @@ def _check_known(implementations: Mapping[str, object]) -> None:
                 problems.append(f"{type(impl).__name__}.{attr} is not an RPC of {name}")
     if problems:
         raise ContractError("; ".join(problems))
+
+
+def _failure(m: MethodInfo, ctx: CallContext, e: Exception) -> tuple[str, ApiError]:
+    """The status code a failed call is counted under and the error it answers (one rule for both kinds
+    of call): an ApiError as it is, anything else INTERNAL, logged with its traceback."""
+    if isinstance(e, ApiError):
+        _log_error(m, ctx, e)
+        return e.code.name, e
+    log.error("unhandled error in %s", m.full_name, exc_info=e, extra={"method": m.full_name})
+    return "INTERNAL", internal()
