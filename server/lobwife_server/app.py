@@ -14,10 +14,8 @@ import contextlib
 import gc
 import logging
 import signal
-import sqlite3
 import sys
 import time
-from pathlib import Path
 
 import grpc
 from aiohttp import web
@@ -37,6 +35,8 @@ from lobwife_server.jobs.scheduler import Scheduler
 from lobwife_server.jobs.service import JobService
 from lobwife_server.storage import migrations
 from lobwife_server.storage.database import Database
+from lobwife_server.storage.files import DatabaseError, adopt_legacy_database
+from lobwife_server.storage.interfaces import Conn
 from lobwife_server.system.service import SystemService
 from lobwife_server.tasks.service import TaskService
 
@@ -78,29 +78,6 @@ MAX_GRPC_MESSAGE = 4 * 1024 * 1024
 HEALTH_CHECK_INTERVAL = 2.0
 
 
-def adopt_legacy_database(state_dir: Path, db_path: Path) -> bool:
-    """Copy the old daemon's lobmob.db to lobwife.db (once), leaving the original untouched.
-
-    The copy goes through SQLite's online backup API, so a WAL that was not
-    checkpointed is carried over too. The upgrade then runs on the copy.
-    """
-    legacy = state_dir / "lobmob.db"
-    if db_path.exists() or not legacy.exists():
-        return False
-    tmp = db_path.with_suffix(".db.importing")
-    tmp.unlink(missing_ok=True)
-    src = sqlite3.connect(f"file:{legacy}?mode=ro", uri=True)
-    dst = sqlite3.connect(tmp)
-    try:
-        src.backup(dst)
-    finally:
-        src.close()
-        dst.close()
-    tmp.rename(db_path)
-    log.info("copied legacy database %s to %s; the original is left as it was", legacy, db_path)
-    return True
-
-
 class LobwifeServer:
     """The whole server: database, services, gRPC and HTTP listeners, scheduler, health; start() and stop() are
     its life cycle."""
@@ -127,7 +104,7 @@ class LobwifeServer:
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(adopt_legacy_database, cfg.state_dir, cfg.db_path)
 
-        def migrate(conn: sqlite3.Connection) -> None:
+        def migrate(conn: Conn) -> None:
             applied = migrations.migrate(conn)
             imported = migrations.import_legacy_json(conn, cfg.state_dir)
             log.info(
@@ -275,7 +252,7 @@ async def serve(cfg: Config) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         await server.start()
-    except (OSError, migrations.MigrationError, sqlite3.Error, ApiError) as e:
+    except (OSError, migrations.MigrationError, DatabaseError, ApiError) as e:
         # One line that says why (a full disk, a port in use, a database newer than the code), no
         # traceback: these are the operator's to fix, not bugs.
         log.error("cannot start: %s", e.message if isinstance(e, ApiError) else e)

@@ -13,9 +13,6 @@ prefix is reserved for them.
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,38 +54,9 @@ def _job(name: str, description: str, *, cron: str | None = None, every: float |
     return job
 
 
-def backup_once(db_path: Path, dest_dir: Path, keep: int) -> str:
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    dest = dest_dir / f"lobwife-{stamp}.db"
-    tmp = dest.with_suffix(".db.partial")
-    src = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    out = sqlite3.connect(tmp)
-    try:
-        src.backup(out)  # consistent snapshot while the server keeps writing
-    finally:
-        src.close()
-        out.close()
-    tmp.rename(dest)
-    copies = sorted(dest_dir.glob("lobwife-*.db"))
-    removed = copies[:-keep] if keep > 0 else []
-    for old in removed:
-        old.unlink(missing_ok=True)
-    return f"backed up to {dest} ({dest.stat().st_size} bytes); removed {len(removed)} old backup(s)"
-
-
-def checkpoint_once(db_path: Path) -> str:
-    conn = sqlite3.connect(db_path, timeout=5)
-    try:
-        busy, log_pages, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-    finally:
-        conn.close()
-    return f"checkpointed {done} of {log_pages} WAL pages" + (" (readers kept some)" if busy else "")
-
-
 def builtin_jobs(db: Database, state_dir: Path, cfg: MaintenanceConfig) -> dict[str, tuple[jobs_pb2.Job, Builtin]]:
     async def backup() -> str:
-        return await asyncio.to_thread(backup_once, db.path, state_dir / "backups", cfg.backup_keep)
+        return await db.backup(state_dir / "backups", cfg.backup_keep)
 
     async def prune() -> str:
         cutoff = now_us() - int(cfg.run_retention_days * 86400 * 1_000_000)
@@ -99,7 +67,7 @@ def builtin_jobs(db: Database, state_dir: Path, cfg: MaintenanceConfig) -> dict[
         )
 
     async def checkpoint() -> str:
-        return await asyncio.to_thread(checkpoint_once, db.path)
+        return await db.checkpoint()
 
     return {
         "lobwife-backup": (

@@ -46,9 +46,10 @@ from lobwife_server.core.errors import ApiError, failed_precondition, not_found
 from lobwife_server.core.timeutil import from_us, now_us, set_ts
 from lobwife_server.jobs import definitions as job_defs
 from lobwife_server.jobs import runner, schedules
-from lobwife_server.jobs.run_feed import RunFeed, RunUpdate
+from lobwife_server.jobs.run_feed import RunFeed, RunSubscription, RunUpdate
 from lobwife_server.storage import job_store
-from lobwife_server.storage.database import Database, WriteContext
+from lobwife_server.storage.database import WriteContext
+from lobwife_server.storage.interfaces import Conn, JobStore, Storage
 
 log = logging.getLogger("lobwife.scheduler")
 
@@ -92,6 +93,21 @@ class _Job:
         return self.jdef.enabled and not self.paused
 
 
+@dataclass(frozen=True)
+class JobView:
+    """What the API may know of a loaded job (Scheduler.view): definition, schedule in force, state."""
+
+    name: str
+    definition: jobs_pb2.Job
+    jdef: job_defs.JobDef
+    schedule: schedules.Schedule
+    #: Enabled in its definition and not paused.
+    active: bool
+    next_fire_at: int | None
+    #: A run of it is going.
+    running: bool
+
+
 @dataclass
 class _CatchUp:
     """What start-up's catch-up transaction decided: runs to start, and each job's next slot."""
@@ -106,15 +122,17 @@ class Scheduler:
 
     def __init__(
         self,
-        db: Database,
+        db: Storage,
         *,
         url: str,
+        store: JobStore = job_store,
         builtins: dict[str, tuple[jobs_pb2.Job, Builtin]] | None = None,
         max_concurrent: int = DEFAULT_MAX_CONCURRENT_RUNS,
         output_cap: int = runner.DEFAULT_OUTPUT_CAP,
         kill_grace: float = runner.DEFAULT_KILL_GRACE,
     ) -> None:
         self.db = db
+        self.store = store
         self.url = url
         self.builtins = builtins or {}
         self.output_cap = output_cap
@@ -145,11 +163,11 @@ class Scheduler:
         """
         now = now_us()
 
-        def reconcile(conn: Any, w: WriteContext) -> None:
+        def reconcile(conn: Conn, w: WriteContext) -> None:
             self._reconcile(conn, file_jobs, now)
 
         await self.db.write(reconcile)
-        for row in await self.db.read(job_store.list_jobs):
+        for row in await self.db.read(self.store.list_jobs):
             try:
                 self._load(row)
             except Exception as e:  # e.g. a definition stored by an older version that no longer validates
@@ -174,8 +192,8 @@ class Scheduler:
                 except Exception as e:
                     log.error("run-on-startup of job %s not started: %s", name, e)
 
-    def _reconcile(self, conn: Any, file_jobs: list[tuple[jobs_pb2.Job, job_defs.JobDef]] | None, now: int) -> None:
-        existing = {r.name: r for r in job_store.list_jobs(conn)}
+    def _reconcile(self, conn: Conn, file_jobs: list[tuple[jobs_pb2.Job, job_defs.JobDef]] | None, now: int) -> None:
+        existing = {r.name: r for r in self.store.list_jobs(conn)}
         wanted: dict[str, tuple[jobs_pb2.Job, str]] = {n: (j, "builtin") for n, (j, _) in self.builtins.items()}
         if file_jobs is not None:
             wanted.update({d.name: (j, "file") for j, d in file_jobs})
@@ -184,16 +202,16 @@ class Scheduler:
             if old is not None and old.source == "api" and source == "file":
                 log.warning("jobs file defines %s, which was created through the API; the file now owns it", name)
             if old is None or old.definition != job or old.source != source:
-                job_store.upsert_job(conn, job, source, now)
+                self.store.upsert_job(conn, job, source, now)
                 if old is not None and old.definition != job:
                     # Changed schedule: the next slot is recomputed from now (no surprise run).
-                    job_store.set_next_fire(conn, name, None)
+                    self.store.set_next_fire(conn, name, None)
                 log.info("job %s %s (%s)", name, "added" if old is None else "changed", source)
         for name, old in existing.items():
             gone_from_file = old.source == "file" and file_jobs is not None and name not in wanted
             gone_builtin = old.source == "builtin" and name not in wanted
             if gone_from_file or gone_builtin:
-                job_store.delete_job(conn, name)
+                self.store.delete_job(conn, name)
                 log.info("job %s removed (no longer in the %s)", name, "jobs file" if gone_from_file else "build")
 
     def _load(self, row: job_store.JobRow) -> None:
@@ -203,7 +221,7 @@ class Scheduler:
         )
 
     async def _recover(self) -> None:
-        for run in await self.db.read(job_store.open_runs):
+        for run in await self.db.read(self.store.open_runs):
             job = self.jobs.get(run.job_name)
             if run.status == "pending" and run.trigger == "retry" and job is not None and job.active:
                 self._arm_retry(run.job_name, run.id, run.not_before or now_us())
@@ -217,10 +235,10 @@ class Scheduler:
                     reason = runner.NEVER_STARTED
             except Exception as e:  # one bad record must not stop the start
                 reason = f"abandoned: could not check its processes on restart: {e}"
-            await self.db.write(functools.partial(_abandon, run=run, reason=reason))
+            await self.db.write(functools.partial(self._abandon, run=run, reason=reason))
             log.warning("run %d of %s abandoned: %s", run.id, run.job_name, reason)
 
-    def _catch_up(self, conn: Any, now: int) -> _CatchUp:
+    def _catch_up(self, conn: Conn, now: int) -> _CatchUp:
         """Record missed slots by policy; insert the catch-up runs to start; set every next slot.
 
         One transaction for every job (each in a savepoint of its own), so no slot between a
@@ -232,26 +250,24 @@ class Scheduler:
         out = _CatchUp()
         now_dt = from_us(now)
         for name, why in self._load_errors.items():
-            job_store.insert_run(conn, name, "catch-up", "error", scheduled_at=None, finished_at=now, reason=why)
+            self.store.insert_run(conn, name, "catch-up", "error", scheduled_at=None, finished_at=now, reason=why)
         for name, job in self.jobs.items():
-            conn.execute("SAVEPOINT catch_up_job")
             try:
-                runs, nxt = self._catch_up_job(conn, name, job, now, now_dt)
+                with self.store.savepoint(conn, "catch_up_job"):
+                    runs, nxt = self._catch_up_job(conn, name, job, now, now_dt)
             except Exception as e:
-                conn.execute("ROLLBACK TO catch_up_job")
                 log.error("catch-up of job %s failed: %s", name, e)
                 runs, nxt = [], self._after_failed_catch_up(conn, name, job, now, now_dt, e)
-            conn.execute("RELEASE catch_up_job")
             out.runs += runs
             out.next_fire[name] = nxt
         return out
 
     def _catch_up_job(
-        self, conn: Any, name: str, job: _Job, now: int, now_dt: datetime
+        self, conn: Conn, name: str, job: _Job, now: int, now_dt: datetime
     ) -> tuple[list[tuple[str, int, int]], int | None]:
         if not job.active:
             if job.next_fire_at is not None:
-                job_store.set_next_fire(conn, name, None)
+                self.store.set_next_fire(conn, name, None)
             return [], None
         runs: list[tuple[str, int, int]] = []
         if job.next_fire_at is not None and job.next_fire_at <= now:
@@ -268,14 +284,14 @@ class Scheduler:
             runs = self._apply_catch_up(conn, name, job.jdef, missed, truncated, now)
         nxt = schedules.next_slot(job.schedule, now_dt)
         nxt_us = us(nxt.at) if nxt is not None else None
-        job_store.set_next_fire(conn, name, nxt_us)
+        self.store.set_next_fire(conn, name, nxt_us)
         return runs, nxt_us
 
     def _after_failed_catch_up(
-        self, conn: Any, name: str, job: _Job, now: int, now_dt: datetime, error: Exception
+        self, conn: Conn, name: str, job: _Job, now: int, now_dt: datetime, error: Exception
     ) -> int | None:
         since = f" since {_iso(job.next_fire_at)}" if job.next_fire_at is not None and job.next_fire_at <= now else ""
-        job_store.insert_run(
+        self.store.insert_run(
             conn,
             name,
             "catch-up",
@@ -289,11 +305,11 @@ class Scheduler:
         except Exception:
             nxt = None
         nxt_us = us(nxt.at) if nxt is not None else None
-        job_store.set_next_fire(conn, name, nxt_us)
+        self.store.set_next_fire(conn, name, nxt_us)
         return nxt_us
 
     def _apply_catch_up(
-        self, conn: Any, name: str, jdef: job_defs.JobDef, missed: list[int], truncated: bool, now: int
+        self, conn: Conn, name: str, jdef: job_defs.JobDef, missed: list[int], truncated: bool, now: int
     ) -> list[tuple[str, int, int]]:
         window_start = now - int(jdef.catch_up_window * 1_000_000)
         inside = [s for s in missed if s >= window_start]
@@ -307,7 +323,7 @@ class Scheduler:
         else:
             run = []
         for slot in missed:
-            if slot in run or job_store.slot_recorded(conn, name, slot):
+            if slot in run or self.store.slot_recorded(conn, name, slot):
                 continue
             if slot < window_start:
                 why = "missed while lobwife was down; older than the catch-up window"
@@ -320,9 +336,9 @@ class Scheduler:
                 )
             else:
                 why = "missed while lobwife was down (catch-up policy: skip)"
-            job_store.insert_run(conn, name, "catch-up", "skipped", scheduled_at=slot, reason=why, finished_at=now)
+            self.store.insert_run(conn, name, "catch-up", "skipped", scheduled_at=slot, reason=why, finished_at=now)
         if truncated:
-            job_store.insert_run(
+            self.store.insert_run(
                 conn,
                 name,
                 "catch-up",
@@ -333,9 +349,9 @@ class Scheduler:
                 f" {_iso(missed[0])} and {_iso(now)}; not listed one by one",
             )
         return [
-            (name, job_store.insert_run(conn, name, "catch-up", "pending", scheduled_at=s), s)
+            (name, self.store.insert_run(conn, name, "catch-up", "pending", scheduled_at=s), s)
             for s in run
-            if not job_store.slot_recorded(conn, name, s)
+            if not self.store.slot_recorded(conn, name, s)
         ]
 
     # -- firing ------------------------------------------------------------------
@@ -384,16 +400,16 @@ class Scheduler:
             # While slots wait to be recorded, the stored next slot is still the first of them.
             expected = backlog[0][0] if backlog else slot
 
-            def write(conn: Any, w: WriteContext) -> int | None:
-                row = job_store.get_job(conn, name)
-                if row is None or row.next_fire_at != expected or job_store.slot_recorded(conn, name, slot):
+            def write(conn: Conn, w: WriteContext) -> int | None:
+                row = self.store.get_job(conn, name)
+                if row is None or row.next_fire_at != expected or self.store.slot_recorded(conn, name, slot):
                     return None  # stale timer (job edited, disabled or removed meanwhile)
-                _record_unrecorded(conn, name, backlog)
-                job_store.set_next_fire(conn, name, nxt_us)
+                self._record_unrecorded(conn, name, backlog)
+                self.store.set_next_fire(conn, name, nxt_us)
                 if decision == "skip":
-                    _insert_skipped(conn, name, "schedule", slot, STILL_RUNNING)
+                    self._insert_skipped(conn, name, "schedule", slot, STILL_RUNNING)
                     return None
-                return job_store.insert_run(conn, name, "schedule", "pending", scheduled_at=slot, reason=note)
+                return self.store.insert_run(conn, name, "schedule", "pending", scheduled_at=slot, reason=note)
 
             try:
                 run_id = await self.db.write(write)
@@ -443,7 +459,9 @@ class Scheduler:
                 target = job.next_fire_at
 
                 try:
-                    recorded = await self.db.write(functools.partial(_flush, name=name, backlog=backlog, target=target))
+                    recorded = await self.db.write(
+                        functools.partial(self._flush, name=name, backlog=backlog, target=target)
+                    )
                 except ApiError:
                     continue  # still refused; the first failure was logged
                 del job.unrecorded[: len(backlog)]
@@ -473,12 +491,48 @@ class Scheduler:
         if decision == "skip":
             if refuse:
                 raise failed_precondition(f"Job {name} is already running", reason="JOB_RUNNING")
-            return await self.db.write(lambda c, w: _insert_skipped(c, name, trigger, slot, STILL_RUNNING))
-        run_id = await self.db.write(lambda c, w: job_store.insert_run(c, name, trigger, "pending", scheduled_at=slot))
+            return await self.db.write(lambda c, w: self._insert_skipped(c, name, trigger, slot, STILL_RUNNING))
+        run_id = await self.db.write(lambda c, w: self.store.insert_run(c, name, trigger, "pending", scheduled_at=slot))
         if decision == "replace":
             await self._end_running(name, f"replaced by run {run_id}")
         self._spawn(name, run_id, trigger, slot, 1)
         return run_id
+
+    # -- what the API reads (JobService) --
+
+    def job_names(self) -> list[str]:
+        """The loaded jobs' names, sorted."""
+        return sorted(self.jobs)
+
+    def view(self, name: str) -> JobView | None:
+        """A loaded job as it stands now, or None."""
+        job = self.jobs.get(name)
+        if job is None:
+            return None
+        return JobView(
+            name=name,
+            definition=job.definition,
+            jdef=job.jdef,
+            schedule=job.schedule,
+            active=job.active,
+            next_fire_at=job.next_fire_at,
+            running=bool(self.running.get(name)),
+        )
+
+    async def job_states(self) -> dict[str, tuple[Any, ...]]:
+        """Each job's legacy counters (last run, status, duration, output, run and fail counts), by name."""
+        return await self.db.read(self.store.job_state)
+
+    async def get_run(self, run_id: int) -> job_store.RunRow | None:
+        return await self.db.read(lambda c: self.store.get_run(c, run_id))
+
+    async def list_runs(self, name: str, before_id: int | None, limit: int) -> list[job_store.RunRow]:
+        """A job's runs, newest first, with ids below ``before_id``."""
+        return await self.db.read(lambda c: self.store.list_runs(c, name, before_id, limit))
+
+    def watch(self, name: str | None, include_output: bool) -> RunSubscription:
+        """A subscription to run updates (of one job, or all): close it when done."""
+        return self.feed.subscribe(name, include_output)
 
     async def trigger(self, name: str, trigger: str = "manual") -> int:
         if name not in self.jobs:
@@ -486,7 +540,7 @@ class Scheduler:
         return await self._start_run(name, trigger, None)
 
     async def _on_retry(self, name: str, run_id: int) -> None:
-        run = await self.db.read(lambda c: job_store.get_run(c, run_id))
+        run = await self.db.read(lambda c: self.store.get_run(c, run_id))
         if run is None or run.status != "pending" or name not in self.jobs or self._stopping:
             return
         self._spawn(name, run_id, "retry", run.scheduled_at, run.attempt)
@@ -559,7 +613,7 @@ class Scheduler:
             at = now_us() + int(delay * 1_000_000)
             try:
                 retry_id = await self.db.write(
-                    lambda c, w: job_store.insert_run(
+                    lambda c, w: self.store.insert_run(
                         c,
                         name,
                         "retry",
@@ -607,7 +661,7 @@ class Scheduler:
         )
 
         async def on_start(pid: int, pgid: int) -> None:
-            await self.db.write(lambda c, w: job_store.mark_started(c, run_id, now_us(), pid, pgid, self.boot))
+            await self.db.write(lambda c, w: self.store.mark_started(c, run_id, now_us(), pid, pgid, self.boot))
 
         # Incremental: a character split across two chunks is not mangled.
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -624,7 +678,7 @@ class Scheduler:
         fn = self.builtins[name][1]
         started = datetime.now(UTC)
         t0 = asyncio.get_running_loop().time()
-        await self.db.write(lambda c, w: job_store.mark_started(c, run_id, now_us(), 0, 0, self.boot))
+        await self.db.write(lambda c, w: self.store.mark_started(c, run_id, now_us(), 0, 0, self.boot))
         status: runner.Status
         try:
             output = await asyncio.wait_for(fn(), timeout=jdef.timeout)
@@ -666,8 +720,8 @@ class Scheduler:
         if duration is not None:
             duration = round(duration, 6)  # microseconds: a float's tail is noise, not precision
 
-        def write(conn: Any, w: WriteContext) -> None:
-            job_store.finish_run(
+        def write(conn: Conn, w: WriteContext) -> None:
+            self.store.finish_run(
                 conn,
                 run_id,
                 name,
@@ -778,10 +832,10 @@ class Scheduler:
         async with job.lock:
             backlog = list(job.unrecorded)
 
-            def write(conn: Any, w: WriteContext) -> None:
-                _record_unrecorded(conn, name, backlog)
-                job_store.set_paused(conn, name, not enabled, now_us())
-                job_store.set_next_fire(conn, name, nxt)
+            def write(conn: Conn, w: WriteContext) -> None:
+                self._record_unrecorded(conn, name, backlog)
+                self.store.set_paused(conn, name, not enabled, now_us())
+                self.store.set_next_fire(conn, name, nxt)
 
             await self.db.write(write)
             del job.unrecorded[: len(backlog)]
@@ -803,10 +857,10 @@ class Scheduler:
 
         backlog = list(old.unrecorded) if old is not None else []
 
-        def write(conn: Any, w: WriteContext) -> None:
-            _record_unrecorded(conn, jdef.name, backlog)
-            job_store.upsert_job(conn, definition, source, now_us())
-            job_store.set_next_fire(conn, jdef.name, nxt)
+        def write(conn: Conn, w: WriteContext) -> None:
+            self._record_unrecorded(conn, jdef.name, backlog)
+            self.store.upsert_job(conn, definition, source, now_us())
+            self.store.set_next_fire(conn, jdef.name, nxt)
 
         await self.db.write(write)
         self.jobs[jdef.name] = _Job(definition, jdef, sched, paused, nxt)
@@ -819,12 +873,49 @@ class Scheduler:
     async def delete_job(self, name: str) -> None:
         if name not in self.jobs:
             raise not_found(f"Unknown job: {name}")
-        await self.db.write(lambda c, w: job_store.delete_job(c, name))
+        await self.db.write(lambda c, w: self.store.delete_job(c, name))
         self._disarm(name)
         del self.jobs[name]
         self._next_notes.pop(name, None)
 
     # -- shutdown ---------------------------------------------------------------
+
+    # -- writes shared by the paths above (writer thread) --
+
+    def _insert_skipped(self, conn: Conn, name: str, trigger: str, slot: int | None, reason: str) -> int:
+        return self.store.insert_run(
+            conn, name, trigger, "skipped", scheduled_at=slot, finished_at=now_us(), reason=reason
+        )
+
+    def _record_unrecorded(self, conn: Conn, name: str, backlog: list[tuple[int, str]]) -> None:
+        for slot, error in backlog:
+            if not self.store.slot_recorded(conn, name, slot):
+                why = f"not run: the slot could not be recorded at its time ({error})"
+                self._insert_skipped(conn, name, "schedule", slot, why)
+
+    def _flush(
+        self, conn: Conn, w: WriteContext, *, name: str, backlog: list[tuple[int, str]], target: int | None
+    ) -> bool:
+        row = self.store.get_job(conn, name)
+        if row is None or row.next_fire_at != backlog[0][0]:
+            return False  # the job was edited, disabled or removed meanwhile
+        self._record_unrecorded(conn, name, backlog)
+        self.store.set_next_fire(conn, name, target)
+        return True
+
+    def _abandon(self, conn: Conn, w: WriteContext, *, run: job_store.RunRow, reason: str) -> None:
+        self.store.finish_run(
+            conn,
+            run.id,
+            run.job_name,
+            status="abandoned",
+            finished_at=now_us(),
+            duration=None,
+            exit_code=None,
+            output=run.output,
+            output_truncated=run.output_truncated,
+            reason=reason,
+        )
 
     async def stop(self, grace: float) -> None:
         """Stop firing; let running runs finish within ``grace``; then end and record the rest."""
@@ -841,41 +932,6 @@ class Scheduler:
 
 
 STILL_RUNNING = "previous run still running (concurrency: forbid)"
-
-
-def _insert_skipped(conn: Any, name: str, trigger: str, slot: int | None, reason: str) -> int:
-    return job_store.insert_run(conn, name, trigger, "skipped", scheduled_at=slot, finished_at=now_us(), reason=reason)
-
-
-def _record_unrecorded(conn: Any, name: str, backlog: list[tuple[int, str]]) -> None:
-    for slot, error in backlog:
-        if not job_store.slot_recorded(conn, name, slot):
-            why = f"not run: the slot could not be recorded at its time ({error})"
-            _insert_skipped(conn, name, "schedule", slot, why)
-
-
-def _flush(conn: Any, w: WriteContext, *, name: str, backlog: list[tuple[int, str]], target: int | None) -> bool:
-    row = job_store.get_job(conn, name)
-    if row is None or row.next_fire_at != backlog[0][0]:
-        return False  # the job was edited, disabled or removed meanwhile
-    _record_unrecorded(conn, name, backlog)
-    job_store.set_next_fire(conn, name, target)
-    return True
-
-
-def _abandon(conn: Any, w: WriteContext, *, run: job_store.RunRow, reason: str) -> None:
-    job_store.finish_run(
-        conn,
-        run.id,
-        run.job_name,
-        status="abandoned",
-        finished_at=now_us(),
-        duration=None,
-        exit_code=None,
-        output=run.output,
-        output_truncated=run.output_truncated,
-        reason=reason,
-    )
 
 
 def _schedule_of(jdef: job_defs.JobDef, definition: jobs_pb2.Job) -> schedules.Schedule:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 
@@ -17,7 +17,8 @@ from lobwife_server.core.timeutil import set_ts
 from lobwife_server.core.validation import PageTokens, request_page_size
 from lobwife_server.jobs import definitions as job_defs
 from lobwife_server.jobs import schedules
-from lobwife_server.jobs.scheduler import STATUSES, TRIGGERS, Scheduler, us
+from lobwife_server.jobs.run_feed import RunSubscription
+from lobwife_server.jobs.scheduler import STATUSES, TRIGGERS, JobView, us
 from lobwife_server.storage import job_store
 
 _STATUS_ENUM = STATUSES
@@ -78,33 +79,50 @@ def run_message(r: job_store.RunRow) -> jobs_pb2.JobRun:
     return m
 
 
+class JobControl(Protocol):
+    """What JobService needs of the scheduler (jobs.scheduler.Scheduler is the one implementation)."""
+
+    def job_names(self) -> list[str]: ...
+    def view(self, name: str) -> JobView | None: ...
+    async def job_states(self) -> dict[str, tuple[Any, ...]]: ...
+    async def get_run(self, run_id: int) -> job_store.RunRow | None: ...
+    async def list_runs(self, name: str, before_id: int | None, limit: int) -> list[job_store.RunRow]: ...
+    def watch(self, name: str | None, include_output: bool) -> RunSubscription: ...
+    async def trigger(self, name: str, trigger: str = "manual") -> int: ...
+    async def set_enabled(self, name: str, enabled: bool) -> None: ...
+    async def put_job(self, definition: jobs_pb2.Job, source: str) -> None: ...
+    async def delete_job(self, name: str) -> None: ...
+
+
 class JobService:
     """JobService RPCs over the scheduler: definitions, triggers, pause and resume, run history, live runs,
     legacy summaries."""
 
-    def __init__(self, scheduler: Scheduler, tokens: PageTokens, started: float) -> None:
+    def __init__(self, scheduler: JobControl, tokens: PageTokens, started: float) -> None:
         self.s = scheduler
         self.tokens = tokens
         self.started = started
 
-    def _job(self, name: str) -> Any:
-        job = self.s.jobs.get(name)
+    def _job(self, name: str) -> JobView:
+        job = self.s.view(name)
         if job is None:
             raise not_found(f"Unknown job: {name[:100]}")
         return job
 
     async def _view(self, names: list[str], preview: int = 0, with_output: bool = False) -> list[jobs_pb2.Job]:
-        state = await self.s.db.read(job_store.job_state)
+        state = await self.s.job_states()
         out = []
         for name in names:
-            job = self.s.jobs[name]
+            job = self.s.view(name)
+            if job is None:  # removed since the names were read (a jobs-file reload)
+                continue
             m = jobs_pb2.Job()
             m.CopyFrom(job.definition)
             m.enabled = job.active
             m.schedule = schedules.describe(job.schedule)
             _effective(m, job.jdef)
             m.source = _SOURCE.get(job.jdef.source, 0)  # type: ignore[assignment]
-            m.running = bool(self.s.running.get(name))
+            m.running = job.running
             if not m.script:
                 m.script = job.jdef.script
             if job.next_fire_at is not None:
@@ -129,7 +147,7 @@ class JobService:
     async def ListJobs(self, req: jobs_pb2.ListJobsRequest, ctx: CallContext) -> jobs_pb2.ListJobsResponse:
         size = request_page_size(req)
         start = self.tokens.parse(req.page_token, "jobs", []) or 0
-        names = sorted(self.s.jobs)
+        names = self.s.job_names()
         page = names[start : start + size]
         resp = jobs_pb2.ListJobsResponse(jobs=await self._view(page))
         if start + size < len(names):
@@ -148,7 +166,7 @@ class JobService:
         # `job` is REQUIRED: the dispatcher has answered a request without it.
         definition = _definition_only(req.job)
         job_defs.validate(definition)
-        if definition.name in self.s.jobs:
+        if self.s.view(definition.name) is not None:
             raise ApiError(grpc.StatusCode.ALREADY_EXISTS, f"Job {definition.name} already exists")
         await self.s.put_job(definition, "api")
         (job,) = await self._view([definition.name], preview=NEXT_RUNS_DEFAULT)
@@ -185,7 +203,7 @@ class JobService:
     async def TriggerJob(self, req: jobs_pb2.TriggerJobRequest, ctx: CallContext) -> jobs_pb2.TriggerJobResponse:
         self._job(req.name)
         run_id = await self.s.trigger(req.name)
-        run = await self.s.db.read(lambda c: job_store.get_run(c, run_id))
+        run = await self.s.get_run(run_id)
         resp = jobs_pb2.TriggerJobResponse(message=f"Job {req.name} triggered")
         if run is not None:
             resp.run.CopyFrom(run_message(run))
@@ -206,8 +224,8 @@ class JobService:
     async def ListJobRuns(self, req: jobs_pb2.ListJobRunsRequest, ctx: CallContext) -> jobs_pb2.ListJobRunsResponse:
         size = request_page_size(req)
         before = self.tokens.parse(req.page_token, "runs", [req.name])
-        runs = await self.s.db.read(lambda c: job_store.list_runs(c, req.name, before, size + 1))
-        if not runs and req.name not in self.s.jobs and before is None:
+        runs = await self.s.list_runs(req.name, before, size + 1)
+        if not runs and self.s.view(req.name) is None and before is None:
             raise not_found(f"Unknown job: {req.name[:100]}")
         resp = jobs_pb2.ListJobRunsResponse(runs=[run_message(r) for r in runs[:size]])
         if len(runs) > size:
@@ -215,7 +233,7 @@ class JobService:
         return resp
 
     async def GetJobRun(self, req: jobs_pb2.GetJobRunRequest, ctx: CallContext) -> jobs_pb2.GetJobRunResponse:
-        run = await self.s.db.read(lambda c: job_store.get_run(c, req.run_id))
+        run = await self.s.get_run(req.run_id)
         if run is None or run.job_name != req.name:
             raise not_found(f"Run {req.run_id} of job {req.name[:100]} not found")
         return jobs_pb2.GetJobRunResponse(run=run_message(run))
@@ -225,7 +243,7 @@ class JobService:
     ) -> AsyncIterator[jobs_pb2.WatchRunsResponse]:
         if req.name:
             self._job(req.name)
-        sub = self.s.feed.subscribe(req.name or None, req.include_output)
+        sub = self.s.watch(req.name or None, req.include_output)
         try:
             while True:
                 update = await sub.get()
@@ -241,7 +259,7 @@ class JobService:
             uptime=round(time.monotonic() - self.started, 3),
             broker=broker_pb2.BrokerSummary(enabled=False),
         )
-        for job in await self._view(sorted(self.s.jobs)):
+        for job in await self._view(self.s.job_names()):
             s = resp.jobs[job.name]
             s.description, s.schedule, s.enabled, s.running = job.description, job.schedule, job.enabled, job.running
             s.last_status, s.run_count, s.fail_count = job.last_status, job.run_count, job.fail_count

@@ -36,6 +36,7 @@ from typing import Any, Generic, TypeVar
 
 from lobwife_server.core import metrics
 from lobwife_server.core.errors import ApiError, unavailable
+from lobwife_server.storage import files
 
 log = logging.getLogger("lobwife.storage")
 
@@ -326,6 +327,14 @@ class Database:
         return True
 
     # -- reads ------------------------------------------------------------------
+
+    async def backup(self, dest_dir: Path, keep: int) -> str:
+        """An online copy into ``dest_dir``, keeping the newest ``keep`` (storage.files.backup_once)."""
+        return await asyncio.to_thread(files.backup_once, self.path, dest_dir, keep)
+
+    async def checkpoint(self) -> str:
+        """A passive WAL checkpoint (storage.files.checkpoint_once)."""
+        return await asyncio.to_thread(files.checkpoint_once, self.path)
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` with a read-only connection on a reader thread."""

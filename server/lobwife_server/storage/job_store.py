@@ -6,8 +6,9 @@ Times are integer microseconds since the epoch, UTC.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -229,3 +230,16 @@ def prune_runs(conn: sqlite3.Connection, *, older_than: int, keep_per_job: int) 
         (keep_per_job,),
     ).rowcount
     return int(deleted)
+
+
+@contextlib.contextmanager
+def savepoint(conn: sqlite3.Connection, name: str) -> Iterator[None]:
+    """A nested transaction: what the block wrote is undone if it raises (the error goes on), kept otherwise."""
+    conn.execute(f"SAVEPOINT {name}")
+    try:
+        yield
+    except BaseException:
+        conn.execute(f"ROLLBACK TO {name}")
+        conn.execute(f"RELEASE {name}")
+        raise
+    conn.execute(f"RELEASE {name}")

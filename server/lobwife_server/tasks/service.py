@@ -6,7 +6,6 @@ import collections
 import functools
 import hashlib
 import secrets
-import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -31,8 +30,10 @@ from lobwife_server.core.validation import (
     task_not_found,
     timestamp_us,
 )
-from lobwife_server.storage import task_store as store
-from lobwife_server.storage.database import BatchKind, Database, WriteContext
+from lobwife_server.storage import task_store
+from lobwife_server.storage import task_store as store  # the backend-neutral vocabulary and row shapes
+from lobwife_server.storage.database import BatchKind, WriteContext
+from lobwife_server.storage.interfaces import Conn, Storage, TaskChanges, TaskSnapshots, TaskStore
 from lobwife_server.tasks.cache import TaskCache
 from lobwife_server.tasks.watch import ChangeFeed
 
@@ -111,32 +112,33 @@ class TaskService:
 
     def __init__(
         self,
-        db: Database,
-        feed: ChangeFeed,
+        db: Storage,
+        feed: TaskChanges,
         page_tokens: PageTokens,
-        cache: TaskCache | None = None,
+        cache: TaskSnapshots | None = None,
         max_task_id: int = 0,
+        store: TaskStore = task_store,
     ) -> None:
         self.db = db
+        self.store = store
         #: The highest task id committed, as far as the event loop has seen (after-commit hooks raise it).
         self.max_task_id = max_task_id
         self.feed = feed
         self.tokens = page_tokens
-        self.cache = cache or TaskCache()
+        self.cache: TaskSnapshots = cache or TaskCache()
         self._create_kind = BatchKind(self._create_one, self._create_many, single_statement=True)
-        # Writer thread only: (the writer connection's total_changes, the next event id)
-        # as of the last create that committed on its own (see _create_many).
-        self._next_event: tuple[int, int] | None = None
+        self._insert_created = store.CreateInserter()  # writer thread only
 
     @classmethod
-    async def create(cls, db: Database) -> TaskService:
+    async def create(cls, db: Storage, tasks: TaskStore = task_store) -> TaskService:
+        """The service over ``db``, its page-token secret read (made on first start), the writer prepared."""
         secret = await db.write(
-            lambda c, w: store.get_or_create_secret(c, "page_token_secret", secrets.token_bytes(32))
+            lambda c, w: tasks.get_or_create_secret(c, "page_token_secret", secrets.token_bytes(32))
         )
-        await db.write(lambda c, w: c.execute(store.CREATED_TRIGGER))
-        last = await db.read(store.max_event_id)
-        top = await db.read(store.max_task_id)
-        return cls(db, ChangeFeed(last), PageTokens(secret), max_task_id=top)
+        await db.write(lambda c, w: tasks.prepare_writer(c))
+        last = await db.read(tasks.max_event_id)
+        top = await db.read(tasks.max_task_id)
+        return cls(db, ChangeFeed(last), PageTokens(secret), max_task_id=top, store=tasks)
 
     def _publish(
         self, wctx: WriteContext, event: tasks_pb2.TaskEvent, task: tasks_pb2.Task
@@ -190,9 +192,9 @@ class TaskService:
         # The look-up by request_id stays with its insert: such creates run one by one.
         return await self.db.write(functools.partial(self._create_one, new=new))
 
-    def _create_one(self, conn: sqlite3.Connection, wctx: WriteContext, new: _NewTask) -> WireMessage:
+    def _create_one(self, conn: Conn, wctx: WriteContext, new: _NewTask) -> WireMessage:
         if new.request_id is not None:
-            existing = store.find_by_request_id(conn, new.request_id)
+            existing = self.store.find_by_request_id(conn, new.request_id)
             if existing is not None:
                 task, fingerprint = existing
                 # No fingerprint: a task created before they were stored; taken as the same request.
@@ -201,7 +203,7 @@ class TaskService:
                 return single_part(_CREATE_RESPONSE, "task", task.SerializeToString(), task)
         return self._create_many(conn, [(wctx, new)])[0]
 
-    def _create_many(self, conn: sqlite3.Connection, items: list[tuple[WriteContext, _NewTask]]) -> list[WireMessage]:
+    def _create_many(self, conn: Conn, items: list[tuple[WriteContext, _NewTask]]) -> list[WireMessage]:
         """Insert the tasks, and so their created events, with one statement; the responses, encoded.
 
         Everything per task that can be done here is: this thread is otherwise
@@ -211,15 +213,7 @@ class TaskService:
         """
         now = store.now()
         rows = [new.row(now) for _, new in items]
-        # The next event id is known without a query (one statement step fewer, each a
-        # wait for the GIL) when the last create committed on its own and nothing has
-        # changed the database since: every change on the writer's connection, and
-        # every rolled-back one, moves its total_changes. It is only remembered from
-        # outside a transaction, since what a transaction inserted may still roll back.
-        known = self._next_event
-        hint = known[1] if known is not None and known[0] == conn.total_changes else None
-        first, first_event = store.insert_created(conn, rows, hint)
-        self._next_event = None if conn.in_transaction else (conn.total_changes, first_event + len(rows))
+        first, first_event = self._insert_created(conn, rows)
         make = store.created_task
         snapshots: list[tuple[tasks_pb2.Task, bytes]] = []
         out: list[WireMessage] = []
@@ -260,7 +254,7 @@ class TaskService:
         data = self.cache.get_bytes(number)
         if data is None:
             mark = self.cache.mark()
-            task = await self.db.read(lambda c: store.get_task(c, number))
+            task = await self.db.read(lambda c: self.store.get_task(c, number))
             if task is None:
                 raise task_not_found(number)
             data = task.SerializeToString()
@@ -291,8 +285,8 @@ class TaskService:
                 return self._task_page(f, cached, size)
         peek = self.cache.peek_bytes
 
-        def read(conn: sqlite3.Connection) -> tuple[list[tuple[int, bytes]], list[tuple[tasks_pb2.Task, bytes]]]:
-            keys = store.list_task_keys(conn, f, before, size + 1)
+        def read(conn: Conn) -> tuple[list[tuple[int, bytes]], list[tuple[tasks_pb2.Task, bytes]]]:
+            keys = self.store.list_task_keys(conn, f, before, size + 1)
             found: dict[int, bytes] = {}
             missing: list[int] = []
             for number, updated_at in keys:
@@ -301,7 +295,9 @@ class TaskService:
                     found[number] = data
                 else:
                     missing.append(number)
-            fetched = [(t, t.SerializeToString()) for t in store.get_tasks(conn, missing).values()] if missing else []
+            fetched = (
+                [(t, t.SerializeToString()) for t in self.store.get_tasks(conn, missing).values()] if missing else []
+            )
             for t, data in fetched:
                 found[t.id] = data
             return [(n, found[n]) for n, _ in keys if n in found], fetched
@@ -367,8 +363,8 @@ class TaskService:
         actor = check_text("actor", req.actor) if req.HasField("actor") else None
         names, values = self._changes(req)
 
-        def write(conn: sqlite3.Connection, wctx: WriteContext) -> tuple[tasks_pb2.Task, list[str]]:
-            found = store.status_and_values(conn, number, list(values))
+        def write(conn: Conn, wctx: WriteContext) -> tuple[tasks_pb2.Task, list[str]]:
+            found = self.store.status_and_values(conn, number, list(values))
             if found is None:
                 raise task_not_found(number)
             current, last_update, stored = found
@@ -378,7 +374,7 @@ class TaskService:
             # has writes nothing, logs no event and leaves updated_at (and so every cache and watch) alone.
             changed = [n for n in names if stored[n] != values[n]]
             if not changed:
-                task = store.get_task(conn, number)
+                task = self.store.get_task(conn, number)
                 assert task is not None
                 return task, changed
             now = store.next_stamp(last_update)
@@ -393,9 +389,9 @@ class TaskService:
                 elif new_status == "queued" and "queued_at" not in values:
                     changes["queued_at"] = now
             changes["updated_at"] = now
-            store.update_task(conn, number, changes)
-            event = store.insert_event(conn, number, "updated", "Updated: " + ", ".join(changed), actor, now)
-            task = store.get_task(conn, number)
+            self.store.update_task(conn, number, changes)
+            event = self.store.insert_event(conn, number, "updated", "Updated: " + ", ".join(changed), actor, now)
+            task = self.store.get_task(conn, number)
             assert task is not None
             self._publish(wctx, event, task)
             return task, changed
@@ -408,19 +404,19 @@ class TaskService:
         actor = check_text("actor", req.actor) if req.HasField("actor") else None
         reason = check_text("reason", req.reason, MAX_DETAIL, multiline=True) if req.HasField("reason") else None
 
-        def write(conn: sqlite3.Connection, wctx: WriteContext) -> tasks_pb2.Task:
-            found = store.status_of(conn, number)
+        def write(conn: Conn, wctx: WriteContext) -> tasks_pb2.Task:
+            found = self.store.status_of(conn, number)
             if found is None:
                 raise task_not_found(number)
             current, last_update = found
             if current in ("completed", "cancelled"):
                 raise failed_precondition(f"Task T{number} is already {current}", reason="TASK_ALREADY_FINAL")
             now = store.next_stamp(last_update)
-            store.update_task(conn, number, {"status": "cancelled", "completed_at": now, "updated_at": now})
-            event = store.insert_event(
+            self.store.update_task(conn, number, {"status": "cancelled", "completed_at": now, "updated_at": now})
+            event = self.store.insert_event(
                 conn, number, "cancelled", reason or f"Task cancelled (was {current})", actor, now
             )
-            task = store.get_task(conn, number)
+            task = self.store.get_task(conn, number)
             assert task is not None
             self._publish(wctx, event, task)
             return task
@@ -439,11 +435,11 @@ class TaskService:
         detail = check_text("detail", req.detail, MAX_DETAIL, multiline=True) if req.HasField("detail") else None
         actor = check_text("actor", req.actor) if req.HasField("actor") else None
 
-        def write(conn: sqlite3.Connection, wctx: WriteContext) -> tasks_pb2.TaskEvent:
-            task = store.get_task(conn, number)
+        def write(conn: Conn, wctx: WriteContext) -> tasks_pb2.TaskEvent:
+            task = self.store.get_task(conn, number)
             if task is None:
                 raise task_not_found(number)
-            event = store.insert_event(conn, number, event_type, detail, actor, store.now())
+            event = self.store.insert_event(conn, number, event_type, detail, actor, store.now())
             self._publish(wctx, event, task)
             return event
 
@@ -457,10 +453,10 @@ class TaskService:
         size = request_page_size(req)
         before = self.tokens.parse(req.page_token, "events", [number])
 
-        def read(conn: sqlite3.Connection) -> list[tasks_pb2.TaskEvent] | None:
-            if not store.task_exists(conn, number):
+        def read(conn: Conn) -> list[tasks_pb2.TaskEvent] | None:
+            if not self.store.task_exists(conn, number):
                 return None
-            return store.list_events(conn, number, before, size + 1)
+            return self.store.list_events(conn, number, before, size + 1)
 
         events = await self.db.read(read)
         if events is None:
@@ -480,8 +476,8 @@ class TaskService:
         )
         actor = (check_text("actor", req.actor) if req.HasField("actor") else None) or lobster_type
 
-        def write(conn: sqlite3.Connection, wctx: WriteContext) -> tasks_pb2.Task:
-            found = store.status_of(conn, number)
+        def write(conn: Conn, wctx: WriteContext) -> tasks_pb2.Task:
+            found = self.store.status_of(conn, number)
             if found is None:
                 raise task_not_found(number)
             current, last_update = found
@@ -492,7 +488,7 @@ class TaskService:
                     reason="TASK_ALREADY_FINAL",
                 )
             now = store.next_stamp(last_update)
-            store.update_task(
+            self.store.update_task(
                 conn,
                 number,
                 {
@@ -502,8 +498,8 @@ class TaskService:
                     "updated_at": now,
                 },
             )
-            event = store.insert_event(conn, number, "broker_registered", "repos=" + ", ".join(repos), actor, now)
-            task = store.get_task(conn, number)
+            event = self.store.insert_event(conn, number, "broker_registered", "repos=" + ", ".join(repos), actor, now)
+            task = self.store.get_task(conn, number)
             assert task is not None
             self._publish(wctx, event, task)
             return task
