@@ -11,7 +11,7 @@ never read, half over gRPC (each on its own channel, with BDP probing off so the
 client's receive window stays at 64 KiB) and half over HTTP NDJSON (raw sockets
 with a 4 KiB receive buffer):
 
-1. **live**: the streams watch from now on (``after_cursor=0``); they are opened
+1. **live**: the streams watch from now on (``from_now``); they are opened
    one by one between bursts of changes, so each one stalls at a different point,
    and then ``--changes`` more changes are made;
 2. **replay**: the streams resume from cursor 1, so each replays the whole
@@ -84,18 +84,22 @@ class Streams:
         self.sockets: list[socket.socket] = []
 
     def open(self, kind: str, after_cursor: int) -> None:
+        """A stream that never reads: from now on when ``after_cursor`` is 0, else after it."""
+        from_now = after_cursor == 0
         if kind == "grpc":
             ch = grpc.insecure_channel(
                 self.addr, options=[("grpc.use_local_subchannel_pool", 1), ("grpc.http2.bdp_probe", 0)]
             )
             stub = tasks_pb2_grpc.TaskServiceStub(ch)
             self.channels.append(ch)
-            self.calls.append(stub.WatchTasks(tasks_pb2.WatchTasksRequest(after_cursor=after_cursor)))
+            req = tasks_pb2.WatchTasksRequest(after_cursor=after_cursor, from_now=from_now)
+            self.calls.append(stub.WatchTasks(req))
             return
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: no autotuning
         s.connect(("127.0.0.1", self.http_port))
-        s.sendall(b"GET /api/v1/tasks:watch?after_cursor=%d HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % after_cursor)
+        query = b"from_now=true" if from_now else b"after_cursor=%d" % after_cursor
+        s.sendall(b"GET /api/v1/tasks:watch?%s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % query)
         self.sockets.append(s)
 
     def close(self) -> None:

@@ -16,6 +16,7 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 
 import grpc
 from aiohttp import web
@@ -27,6 +28,13 @@ from lobwife.v1.services import SERVICE_NAMES
 from lobwife_server import config as config_mod
 from lobwife_server.api import gateway
 from lobwife_server.api.rpc import Dispatcher
+from lobwife_server.auth import policy as auth_policy
+from lobwife_server.auth import settings as auth_settings
+from lobwife_server.auth.enforcer import Mode
+from lobwife_server.auth.keys import KeyFileError
+from lobwife_server.auth.policy import Role
+from lobwife_server.auth.tokens import MAX_TTL, LobwifeTokens
+from lobwife_server.broker.service import EXPIRE_JOB, BrokerService
 from lobwife_server.config import Config, ConfigError
 from lobwife_server.core import logs
 from lobwife_server.core.errors import ApiError
@@ -38,6 +46,7 @@ from lobwife_server.storage.database import Database
 from lobwife_server.storage.files import DatabaseError, adopt_legacy_database
 from lobwife_server.storage.interfaces import Conn
 from lobwife_server.system.service import SystemService
+from lobwife_server.tasks.directory import TaskDirectory
 from lobwife_server.tasks.service import TaskService
 
 log = logging.getLogger("lobwife")
@@ -68,7 +77,6 @@ def tune_gc() -> None:
 #: list of them (README.md's "What works today" says the same): the dispatcher refuses to start
 #: when an RPC is neither implemented nor here, or is here and implemented.
 NOT_BUILT: dict[str, str] = {
-    "lobwife.v1.BrokerService": "the GitHub token broker (issue 10)",
     "lobwife.v1.CostService": "cost events (issue 11)",
     "lobwife.v1.AuditService": "audit findings (issue 11)",
 }
@@ -76,6 +84,16 @@ NOT_BUILT: dict[str, str] = {
 #: Largest gRPC message accepted; HTTP bodies have their own bound (Config.max_body_bytes).
 MAX_GRPC_MESSAGE = 4 * 1024 * 1024
 HEALTH_CHECK_INTERVAL = 2.0
+
+
+def _run_token_minter(tokens: LobwifeTokens) -> Callable[[str, float], str]:
+    """A job run's credential: the service role, subject ``job:NAME``, for the run's lifetime."""
+
+    def mint(job: str, ttl: float) -> str:
+        token, _ = tokens.mint(Role.SERVICE, subject=f"job:{job}", ttl=min(ttl, MAX_TTL))
+        return token
+
+    return mint
 
 
 class LobwifeServer:
@@ -91,7 +109,9 @@ class LobwifeServer:
         self.http_runner: web.AppRunner | None = None
         self.http_app: web.Application | None = None
         self.tasks: TaskService | None = None
+        self.broker: BrokerService | None = None
         self.scheduler: Scheduler | None = None
+        self.auth: auth_settings.AuthRuntime | None = None
         self.grpc_port = 0
         self.http_port = 0
         self._monitor: asyncio.Task[None] | None = None
@@ -127,22 +147,41 @@ class LobwifeServer:
                 # Documented policy: keep the last good definitions (in the database) and say why.
                 log.error("jobs file not used; keeping the last good job definitions: %s", e)
         builtins = maintenance.builtin_jobs(self.db, cfg.state_dir, maintenance.MaintenanceConfig())
+        # The tasks domain is the broker's TaskLink: a registration that names a task sets its fields.
+        self.broker = await BrokerService.create(self.db, cfg.broker, self.tasks.tokens, tasks=self.tasks)
+        # And the broker is the tasks domain's BrokerLink: broker fields of an update register or
+        # deregister the task, and a task that ends ends its registrations.
+        self.tasks.broker = self.broker
+        builtins[EXPIRE_JOB] = self.broker.expiry_job()
         # The URL jobs get is only known once the HTTP port is bound (it may be 0 in tests).
         self.scheduler = Scheduler(self.db, url=cfg.url, builtins=builtins, max_concurrent=cfg.max_concurrent_runs)
         scheduler = self.scheduler
+        system = SystemService(
+            self.db,
+            self.started,
+            lambda: sum(len(r) for r in scheduler.running.values()),
+            ready=lambda: self.ready,
+            broker_app_id=self.broker.app_id,
+        )
+        self.auth = await auth_settings.build(cfg.auth, cfg.state_dir, TaskDirectory(self.tasks))
+        if self.auth.settings.mode is not Mode.OFF:
+            scheduler.run_token = _run_token_minter(self.auth.tokens)
         dispatcher = Dispatcher(
             {
+                "lobwife.v1.AuthService": self.auth.service,
                 "lobwife.v1.TaskService": self.tasks,
-                "lobwife.v1.JobService": JobService(scheduler, self.tasks.tokens, self.started),
-                "lobwife.v1.SystemService": SystemService(
-                    self.db,
-                    self.started,
-                    lambda: sum(len(r) for r in scheduler.running.values()),
-                    ready=lambda: self.ready,
+                "lobwife.v1.JobService": JobService(
+                    scheduler, self.tasks.tokens, self.started, broker=self.broker.summary
                 ),
-            }
+                "lobwife.v1.BrokerService": self.broker,
+                "lobwife.v1.SystemService": system,
+            },
+            authorizer=self.auth.authorizer,
         )
         dispatcher.check_complete(NOT_BUILT)
+        # Every RPC has a rule, in every auth mode: a new RPC without one stops the server here.
+        auth_policy.check_complete((m.full_name, m.descriptor.input_type) for m in dispatcher.methods.values())
+        self.auth.start()
 
         server = grpc.aio.server(
             options=[
@@ -233,6 +272,10 @@ class LobwifeServer:
         if self.http_runner is not None:
             waits.append(self.http_runner.cleanup())
         await asyncio.gather(*waits, return_exceptions=True)
+        if self.auth is not None:
+            await self.auth.close()
+        if self.broker is not None:
+            await self.broker.close()  # revocations under way get a moment; then its GitHub client closes
         await self.db.close()
         log.info("stopped", extra={"shutdown_seconds": round(time.monotonic() - t0, 3)})
 
@@ -252,7 +295,7 @@ async def serve(cfg: Config) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         await server.start()
-    except (OSError, migrations.MigrationError, DatabaseError, ApiError) as e:
+    except (OSError, migrations.MigrationError, DatabaseError, ApiError, KeyFileError, auth_policy.PolicyError) as e:
         # One line that says why (a full disk, a port in use, a database newer than the code), no
         # traceback: these are the operator's to fix, not bugs.
         log.error("cannot start: %s", e.message if isinstance(e, ApiError) else e)

@@ -17,6 +17,9 @@ from lobwife_server.api.limits import (
     default_http_max_connections,
     fd_limit,
 )
+from lobwife_server.auth import settings as auth_settings
+from lobwife_server.broker import settings as broker_settings
+from lobwife_server.broker.github import GitHubConfigError
 from lobwife_server.jobs.scheduler import DEFAULT_MAX_CONCURRENT_RUNS
 
 #: The example jobs shipped with the package: the quick start's default jobs file.
@@ -47,6 +50,10 @@ class Config:
     jobs_file: Path | None = EXAMPLE_JOBS
     max_concurrent_runs: int = DEFAULT_MAX_CONCURRENT_RUNS
     http_limits: HttpLimits = field(default_factory=HttpLimits)
+    #: --auth and its credentials (docs/auth.md).
+    auth: auth_settings.AuthSettings = field(default_factory=auth_settings.AuthSettings)
+    #: The token broker: GH_APP_* and LOBWIFE_BROKER_* (broker/settings.py); not configured by default.
+    broker: broker_settings.BrokerSettings = field(default_factory=broker_settings.BrokerSettings)
 
     @property
     def db_path(self) -> Path:
@@ -182,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         "LOBWIFE_HTTP_MAX_CONNECTIONS; default 0: the fd limit minus 128 + 2 per concurrent run, "
         f"at most half the limit, capped at {HTTP_MAX_CONNECTIONS_CAP})",
     )
+    auth_settings.add_arguments(p)
     return p
 
 
@@ -206,7 +214,18 @@ def from_args(args: argparse.Namespace) -> Config:
     )
     if not 1 <= max_runs <= 1024:
         raise ConfigError(f"max concurrent runs must be between 1 and 1024, got {max_runs}")
+    try:
+        auth = auth_settings.from_args(args, env)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    try:
+        broker = broker_settings.from_env(env)
+    except GitHubConfigError as e:
+        # The message names the variable and never carries key material.
+        raise ConfigError(f"token broker: {e}") from None
     return Config(
+        auth=auth,
+        broker=broker,
         http_limits=_http_limits(args, max_runs),
         jobs_file=jobs_file,
         max_concurrent_runs=max_runs,

@@ -25,7 +25,7 @@ from google.protobuf import timestamp_pb2
 
 from lobwife import cli
 from lobwife.cli import build_parser, format_change, format_table, format_task, main, message_to_dict, task_row
-from lobwife.client import Client, LobwifeError
+from lobwife.client import Client, LobwifeError, Reconnect
 from lobwife.v1 import tasks_pb2
 from tests.conftest import ROOT, ServerProcess, free_port, subprocess_env
 from tests.e2e.test_client import FakeServer, fake_task
@@ -105,6 +105,12 @@ def test_global_options_before_or_after_the_command() -> None:
         ["tasks", "create"],
         ["tasks", "register", "1"],
         ["tasks", "create", "x", "--estimate-minutes", "-5"],
+        ["tasks", "create", "x", "--estimate-minutes", "nan"],
+        ["tasks", "update", "1", "--estimate-minutes", "soon"],
+        ["broker", "register", "T1"],
+        ["broker", "audit", "--limit", "0"],
+        ["auth", "mint", "--role", "admin"],
+        ["auth", "mint", "--server", "--role", "admin", "--ttl", "0s"],
         ["--timeout", "0", "tasks", "list"],
         ["tasks"],
         ["nope"],
@@ -204,6 +210,26 @@ def test_json_uses_the_api_conventions() -> None:
     change = tasks_pb2.WatchTasksResponse(cursor=9, event=tasks_pb2.TaskEvent(id=9, task_id=42), task=task)
     data = message_to_dict(change)
     assert (data["cursor"], data["event"]["task_id"], data["task"]["status"]) == (9, 42, "active")
+
+
+def test_estimate_minutes_keeps_fractions() -> None:
+    assert build_parser().parse_args(["tasks", "create", "x", "--estimate-minutes", "12.5"]).estimate_minutes == 12.5
+    assert build_parser().parse_args(["tasks", "update", "1", "--estimate-minutes", "0.25"]).estimate_minutes == 0.25
+
+
+def test_the_estimate_is_shown_as_the_api_shows_it() -> None:
+    """Under its JSON key, estimate_minutes: the exact field, or the deprecated whole minutes from an older server."""
+    task = fake_task(42, estimate_minutes_exact=12.5, estimate_minutes=12)
+    data = message_to_dict(task)
+    assert data["estimate_minutes"] == 12.5 and "estimate_minutes_exact" not in data
+    lines = format_task(task).splitlines()
+    assert [line.split(":", 1)[1].strip() for line in lines if line.startswith("estimate_minutes")] == ["12.5"]
+    old = fake_task(43, estimate_minutes=30)
+    assert message_to_dict(old)["estimate_minutes"] == 30
+    assert ["estimate_minutes:", "30"] in [line.split() for line in format_task(old).splitlines()]
+    none = fake_task(44)
+    assert "estimate_minutes" not in message_to_dict(none)
+    assert ["estimate_minutes:", "-"] in [line.split() for line in format_task(none).splitlines()]
 
 
 def test_format_change() -> None:
@@ -308,29 +334,42 @@ def test_token_from_flag_or_env(run: Any, fake: FakeServer, monkeypatch: pytest.
     assert "authorization" not in fake.servicer.last("GetTask")[1]
 
 
-def test_watch_resumes_after_the_server_goes_away(capsys: pytest.CaptureFixture[str]) -> None:
-    """UNAVAILABLE mid-watch: wait, then watch again after the last cursor printed."""
-    calls: list[int] = []
+def test_watch_says_each_reconnect_and_prints_on(capsys: pytest.CaptureFixture[str]) -> None:
+    """The client's watch resumes by itself; the command passes where to start and says each reconnect."""
+    calls: list[dict[str, Any]] = []
 
-    class FlakyClient:
-        def watch_tasks(self, *, after_cursor: int, task_id: str | None) -> Iterator[tasks_pb2.WatchTasksResponse]:
-            calls.append(after_cursor)
-            if len(calls) == 3:
-                raise KeyboardInterrupt
-            for cursor in (after_cursor + 1, after_cursor + 2):
+    class ResumingClient:
+        def watch_tasks(self, **kw: Any) -> Iterator[tasks_pb2.WatchTasksResponse]:
+            calls.append(kw)
+            for cursor in (6, 7):
                 event = tasks_pb2.TaskEvent(id=cursor, task_id=1, event_type="updated")
                 yield tasks_pb2.WatchTasksResponse(cursor=cursor, event=event, task=fake_task(1))
-            if len(calls) == 1:
-                raise LobwifeError(grpc.StatusCode.UNAVAILABLE, "Socket closed")
+            gone = LobwifeError(grpc.StatusCode.UNAVAILABLE, "Socket closed")
+            kw["on_reconnect"](Reconnect("watch_tasks", 1, 0.1, gone, 7))
+            event = tasks_pb2.TaskEvent(id=8, task_id=1, event_type="updated")
+            yield tasks_pb2.WatchTasksResponse(cursor=8, event=event, task=fake_task(1))
+            raise KeyboardInterrupt
 
-    sleeps: list[float] = []
     ns = build_parser().parse_args(["tasks", "watch", "--after", "5"])
-    assert cli.cmd_watch(ns, FlakyClient(), sleep=sleeps.append) == 0  # type: ignore[arg-type]
-    assert calls == [5, 7, 9]
+    assert cli.cmd_watch(ns, ResumingClient()) == 0  # type: ignore[arg-type]
+    assert [(c["after_cursor"], c["from_now"], c["task_id"]) for c in calls] == [(5, False, None)]
     out, err = capsys.readouterr()
-    assert [line.split()[1] for line in out.splitlines()] == ["#6", "#7", "#8", "#9"]
-    assert "resuming after cursor 7" in err and "resuming after cursor 9" in err
-    assert sleeps == [cli.WATCH_RECONNECT_MIN_S, cli.WATCH_RECONNECT_MIN_S]
+    assert [line.split()[1] for line in out.splitlines()] == ["#6", "#7", "#8"]
+    assert err == "watch interrupted (UNAVAILABLE: Socket closed); reconnecting, resuming after cursor 7\n"
+
+
+def test_watch_from_now_prints_the_position_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    class FromNow:
+        def watch_tasks(self, **kw: Any) -> Iterator[tasks_pb2.WatchTasksResponse]:
+            assert (kw["after_cursor"], kw["from_now"]) == (0, True)
+            yield tasks_pb2.WatchTasksResponse(cursor=41)
+            raise KeyboardInterrupt
+
+    ns = build_parser().parse_args(["tasks", "watch", "--from-now"])
+    assert cli.cmd_watch(ns, FromNow()) == 0  # type: ignore[arg-type]
+    assert capsys.readouterr() == ("", "watching from now on (after cursor 41)\n")
+    with pytest.raises(SystemExit):  # a usage error: "from now" and a cursor are two starts
+        build_parser().parse_args(["tasks", "watch", "--from-now", "--after", "3"])
 
 
 def test_watch_stops_on_other_errors(capsys: pytest.CaptureFixture[str]) -> None:
@@ -341,7 +380,7 @@ def test_watch_stops_on_other_errors(capsys: pytest.CaptureFixture[str]) -> None
 
     ns = build_parser().parse_args(["tasks", "watch"])
     with pytest.raises(LobwifeError):
-        cli.cmd_watch(ns, Denied(), sleep=lambda s: None)  # type: ignore[arg-type]
+        cli.cmd_watch(ns, Denied())  # type: ignore[arg-type]
 
 
 # --- as a subprocess ----------------------------------------------------------------------
@@ -393,11 +432,17 @@ def test_lobwife_console_script_is_installed() -> None:
 
 def test_e2e_cli_round_trip(server: ServerProcess) -> None:
     env = {"LOBWIFE_ADDR": server.grpc_addr}
-    proc = cli_proc("tasks", "create", "CLI task", "--repo", "o/a", "--assign", "w1", "--json", env=env)
+    args = ["CLI task", "--repo", "o/a", "--assign", "w1", "--estimate-minutes", "12.5", "--json"]
+    proc = cli_proc("tasks", "create", *args, env=env)
     assert proc.returncode == 0, proc.stderr
     created = json.loads(proc.stdout)
     assert created["task_id"] == "T1" and created["id"] == 1 and created["status"] == "queued"
     assert created["assigned_to"] == "w1" and created["repos"] == ["o/a"]
+    assert created["estimate_minutes"] == 12.5 and "estimate_minutes_exact" not in created
+    assert cli_proc("tasks", "update", "T1", "--estimate-minutes", "0.75", env=env).stdout == (
+        "updated T1: estimate_minutes\n"
+    )
+    assert json.loads(cli_proc("tasks", "get", "T1", "--json", env=env).stdout)["estimate_minutes"] == 0.75
 
     proc = cli_proc("tasks", "update", "T1", "--status", "active", "--clear-assigned-to", env=env)
     assert proc.returncode == 0, proc.stderr
@@ -480,16 +525,29 @@ def stop_watch(proc: subprocess.Popen[str]) -> str:
 def test_e2e_cli_watch(server: ServerProcess) -> None:
     env = {"LOBWIFE_ADDR": server.grpc_addr}
     assert cli_proc("tasks", "create", "watch me", env=env).returncode == 0
-    proc, lines = start_watch("--after", "0", "--json", env=env)
-    # --after 0 means "from now on": log events until the watch has seen one.
-    for i in range(40):
-        assert cli_proc("tasks", "log", "T1", "tick", "--detail", str(i), env=env).returncode == 0
-        if lines.ready(0.25):
-            break
+    # By default a watch starts from the first change: T1's `created` comes first.
+    proc, lines = start_watch("--json", env=env)
     change = json.loads(lines.next())
-    assert change["event"]["event_type"] == "tick" and change["task"]["task_id"] == "T1"
-    assert isinstance(change["cursor"], int)
+    assert (change["cursor"], change["event"]["event_type"], change["task"]["task_id"]) == (1, "created", "T1")
     assert stop_watch(proc) == ""
+
+    # --from-now: the first line is the position alone, then only what happens after it.
+    proc, lines = start_watch("--from-now", "--json", env=env)
+    assert json.loads(lines.next()) == {"cursor": 1}
+    assert cli_proc("tasks", "log", "T1", "tick", env=env).returncode == 0
+    change = json.loads(lines.next())
+    assert (change["cursor"], change["event"]["event_type"]) == (2, "tick")
+    assert stop_watch(proc) == ""
+
+
+def test_e2e_cli_health(server: ServerProcess) -> None:
+    env = {"LOBWIFE_ADDR": server.grpc_addr}
+    proc = cli_proc("health", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    health = json.loads(proc.stdout)
+    assert health["status"] == "ok" and health["db"]["ok"] is True and health["version"]
+    proc = cli_proc("health", env=env)
+    assert proc.returncode == 0 and proc.stdout.splitlines()[0].split() == ["status:", "ok"]
 
 
 def serve_proc(state_dir: Path, gport: int, hport: int) -> subprocess.Popen[bytes]:

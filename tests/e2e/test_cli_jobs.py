@@ -308,7 +308,8 @@ def test_follow_streams_the_next_run_only(follow: Any) -> None:
         "following run 4",
         "run 4 of x: success, exit 0, 0.50s (schedule)",
     ]
-    assert client.watches == [{"name": "x", "include_output": True}]
+    # reconnect=False: follow_run resumes by itself, looking the run up after a break.
+    assert client.watches == [{"name": "x", "include_output": True, "reconnect": False}]
     assert client.gets == []  # the live output was complete
 
 

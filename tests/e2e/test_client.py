@@ -37,6 +37,7 @@ from lobwife.client import (
     _create_job_request,
     _update_job_request,
     channel_options,
+    estimate_minutes,
     parse_enum,
     parse_status,
     service_config,
@@ -326,7 +327,8 @@ def test_create_sends_fields_a_fresh_request_id_and_the_token(client: Client, fa
     assert md["authorization"] == "Bearer s3cret"
     assert md["user-agent"].startswith("lobwife-python/")
     # Given values are sent even when falsy; the ones not given stay unset.
-    assert req.HasField("estimate_minutes") and req.estimate_minutes == 0
+    assert req.HasField("estimate_minutes_exact") and req.estimate_minutes_exact == 0
+    assert not req.HasField("estimate_minutes")  # the deprecated int32 is not sent
     assert req.requires_qa is False
     assert (req.model, req.actor) == ("opus", "lobboss")
     for unset in ("type", "priority", "assigned_to", "slug", "workflow", "discord_thread_id"):
@@ -508,8 +510,17 @@ def test_update_mask_names_exactly_the_given_fields(client: Client, fake: FakeSe
 
     client.update_task(1, requires_qa=False, estimate_minutes=0)
     req, _ = fake.servicer.last("UpdateTask")
-    assert list(req.update_mask.paths) == ["requires_qa", "estimate_minutes"]
-    assert req.HasField("requires_qa") and req.HasField("estimate_minutes")
+    assert list(req.update_mask.paths) == ["requires_qa", "estimate_minutes_exact"]
+    assert req.HasField("requires_qa") and req.HasField("estimate_minutes_exact")
+    assert req.estimate_minutes_exact == 0 and not req.HasField("estimate_minutes")
+    client.update_task(1, estimate_minutes=12.5)
+    req, _ = fake.servicer.last("UpdateTask")
+    assert req.estimate_minutes_exact == 12.5
+    client.update_task(1, estimate_minutes=None)  # cleared: masked and unset
+    req, _ = fake.servicer.last("UpdateTask")
+    assert list(req.update_mask.paths) == ["estimate_minutes_exact"] and not req.HasField("estimate_minutes_exact")
+    with pytest.raises(TypeError, match="estimate_minutes"):
+        client.update_task(1, estimate_minutes="soon")  # type: ignore[typeddict-item]
 
 
 def test_update_rejects_unknown_or_no_fields(client: Client) -> None:
@@ -627,6 +638,20 @@ def test_e2e_create_get_list_pages(lw: Client) -> None:
     assert list(lw.iter_tasks(status="active")) == []
 
 
+def test_e2e_the_estimate_keeps_fractions(lw: Client) -> None:
+    task = lw.create_task("estimate", estimate_minutes=12.5)
+    assert estimate_minutes(task) == 12.5 and task.estimate_minutes_exact == 12.5
+    assert task.estimate_minutes == 12  # the deprecated field: whole minutes, for older clients
+    resp = lw.update_task(task.id, estimate_minutes=0.25)
+    assert estimate_minutes(resp.task) == 0.25 == estimate_minutes(lw.get_task(task.id))
+    lw.update_task(task.id, estimate_minutes=None)
+    assert estimate_minutes(lw.get_task(task.id)) is None
+    with pytest.raises(LobwifeError) as info:
+        lw.update_task(task.id, estimate_minutes=-1)
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in info.value.field_violations] == ["estimate_minutes"]  # the name callers use
+
+
 def test_e2e_create_is_idempotent_by_request_id(lw: Client) -> None:
     first = lw.create_task("once", request_id="same-id")
     again = lw.create_task("once", request_id="same-id")
@@ -721,16 +746,14 @@ async def test_e2e_async_client(server: ServerProcess) -> None:
             await c.cancel_task(tasks[1].id)
         assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION
 
-        watch = c.watch_tasks(after_cursor=0, task_id=tasks[2].id, timeout=20)
-        change = asyncio.ensure_future(anext(watch))
-        # after_cursor=0 means "from now on": keep logging until the watch sees one.
-        for i in range(50):
-            await c.add_event(tasks[2].id, "ping", detail=str(i))
-            done, _ = await asyncio.wait({change}, timeout=0.2)
-            if done:
-                break
-        got = await asyncio.wait_for(change, 5)
+        watch = c.watch_tasks(from_now=True, task_id=tasks[2].id, timeout=20)
+        # From now on: the first message is the position alone, so nothing before it is shown.
+        position = await asyncio.wait_for(anext(watch), 5)
+        assert not position.HasField("event") and position.cursor > 0
+        await c.add_event(tasks[2].id, "ping")
+        got = await asyncio.wait_for(anext(watch), 5)
         assert got.event.event_type == "ping" and got.task.id == tasks[2].id
+        assert got.cursor > position.cursor
         await c.add_event(tasks[2].id, "pong")
         async with asyncio.timeout(5):
             async for nxt in watch:

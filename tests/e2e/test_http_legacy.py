@@ -76,6 +76,19 @@ def test_create_returns_201_with_numeric_id_and_full_object(server: ServerProces
     assert t["estimate_minutes"] == 30 and t["requires_qa"] is True and t["repos"] == ["o/r"]
     assert t["model"] is None and t["assigned_at"] is None and t["broker_repos"] == []
     assert isinstance(t["created_at"], str) and t["created_at"].endswith("Z")
+    assert b'"estimate_minutes":30,' in r.body, "a whole estimate stays a JSON integer"
+
+
+def test_fractional_estimate_round_trips(server: ServerProcess) -> None:
+    # The legacy contract's estimate is a JSON number: 12.5 stays 12.5, through create, patch and get.
+    t = curl("POST", api(server, "/api/v1/tasks"), {"name": "half", "estimate_minutes": 12.5}).json
+    assert t["estimate_minutes"] == 12.5
+    assert curl("GET", api(server, f"/api/v1/tasks/{t['id']}")).json["estimate_minutes"] == 12.5
+    r = curl("PATCH", api(server, f"/api/v1/tasks/{t['id']}"), {"estimate_minutes": 0.25})
+    assert r.status == 200 and r.json["updated"] == ["estimate_minutes"]
+    assert curl("GET", api(server, f"/api/v1/tasks/{t['id']}")).json["estimate_minutes"] == 0.25
+    r = curl("PATCH", api(server, f"/api/v1/tasks/{t['id']}"), {"estimate_minutes": None})
+    assert r.status == 200 and curl("GET", api(server, f"/api/v1/tasks/{t['id']}")).json["estimate_minutes"] is None
 
 
 @pytest.mark.parametrize(
@@ -87,7 +100,7 @@ def test_create_returns_201_with_numeric_id_and_full_object(server: ServerProces
         ({"name": "x", "status": "bogus"}, "status"),
         ({"name": 5}, "name"),
         ({"name": "x", "estimate_minutes": "abc"}, "estimate_minutes"),
-        ({"name": "x", "estimate_minutes": 1.5}, "estimate_minutes"),
+        ({"name": "x", "estimate_minutes": -0.5}, "estimate_minutes"),
         ({"name": "x", "requires_qa": "yes"}, "requires_qa"),
         ({"name": "x", "repos": "o/r"}, "repos"),
         ({"name": "x", "estimate_minutes": 2**70}, "estimate_minutes"),
@@ -245,6 +258,32 @@ def test_register_validates_repos_and_refuses_finished_tasks(server: ServerProce
     assert curl("GET", api(server, "/api/v1/tasks")).json[0]["id"] == 1  # the refused create stored nothing
 
 
+def test_patch_takes_the_old_daemons_broker_fields(server: ServerProcess) -> None:
+    # The old Python client's register_broker(): once 400 "no valid field to update" (and lobboss then
+    # started no worker). The broker is not configured here: the registration is kept all the same.
+    curl("POST", api(server, "/api/v1/tasks"), {"name": "a"})
+    body = {
+        "broker_repos": ["o/a"],
+        "broker_status": "active",
+        "broker_registered_at": "2026-02-16T12:00:00Z",
+        "token_count": 0,
+    }
+    r = curl("PATCH", api(server, "/api/v1/tasks/1"), body)
+    assert r.status == 200 and r.json["updated"] == ["broker_repos", "broker_status", "broker_registered_at"], r.body
+    t = curl("GET", api(server, "/api/v1/tasks/1")).json
+    assert (t["broker_repos"], t["broker_status"], t["broker_registered_at"]) == (
+        ["o/a"],
+        "active",
+        "2026-02-16T12:00:00Z",
+    )
+    assert curl("GET", api(server, "/api/tasks")).json["T1"]["repos"] == ["o/a"]
+    r = curl("PATCH", api(server, "/api/v1/tasks/1"), {"status": "active", "broker_status": "inactive"})
+    assert r.status == 200 and r.json["updated"] == ["status", "broker_status"], r.body
+    assert curl("GET", api(server, "/api/tasks")).json == {}
+    is_error(curl("PATCH", api(server, "/api/v1/tasks/1"), {"broker_status": "gone"}), 400, "broker_status")
+    assert curl("PATCH", api(server, "/api/v1/tasks/1"), {"token_count": 7}).json["updated"] == []
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body", "field"),
     [
@@ -281,14 +320,15 @@ def test_dashboard_metrics_and_unknown_routes(server: ServerProcess) -> None:
     m = curl("GET", api(server, "/metrics"))
     assert m.status == 200 and b"lobwife_rpc_calls" in m.body
     is_error(curl("GET", api(server, "/api/v1/nope")), 404)
-    r = curl("GET", api(server, "/api/tasks"))  # BrokerService: not built yet
+    r = curl("GET", api(server, "/api/v1/costs"))  # CostService: not built yet
     is_error(r, 501, "not implemented")
+    assert curl("GET", api(server, "/api/tasks")).json == {}  # the broker's registrations: none yet
 
 
 def test_watch_over_http_ndjson_and_sse(server: ServerProcess) -> None:
     curl("POST", api(server, "/api/v1/tasks"), {"name": "a"})
     curl("POST", api(server, "/api/v1/tasks"), {"name": "b"})
-    # NDJSON replay from cursor 0 is "from now"; from cursor 1 replays the second create.
+    # NDJSON from cursor 1 replays the second create (no cursor would replay both).
     out = subprocess.run(
         ["curl", "-sN", "--max-time", "2", api(server, "/api/v1/tasks:watch?after_cursor=1")],
         capture_output=True,

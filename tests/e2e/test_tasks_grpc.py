@@ -337,8 +337,8 @@ def _collect(stream: Iterator[tasks_pb2.WatchTasksResponse], out: list[tasks_pb2
 def test_watch_streams_changes_and_resumes_without_gaps(stub: tasks_pb2_grpc.TaskServiceStub) -> None:
     create(stub, "before watch")
     got: list[tasks_pb2.WatchTasksResponse] = []
-    stream = stub.WatchTasks(tasks_pb2.WatchTasksRequest(), timeout=30)
-    reader = threading.Thread(target=_collect, args=(stream, got, 3))
+    stream = stub.WatchTasks(tasks_pb2.WatchTasksRequest(from_now=True), timeout=30)
+    reader = threading.Thread(target=_collect, args=(stream, got, 4))
     reader.start()
     time.sleep(0.3)  # let the stream subscribe
     create(stub, "a")
@@ -346,6 +346,9 @@ def test_watch_streams_changes_and_resumes_without_gaps(stub: tasks_pb2_grpc.Tas
     stub.CreateTaskEvent(tasks_pb2.CreateTaskEventRequest(task_id="2", event_type="note"), timeout=5)
     reader.join(10)
     stream.cancel()  # type: ignore[attr-defined]
+    # from_now: first the position alone (after the one change so far), then only what came later.
+    position, *got = got
+    assert (position.cursor, position.HasField("event"), position.HasField("task")) == (1, False, False)
     assert [m.event.event_type for m in got] == ["created", "updated", "note"]
     assert got[1].task.status == S.TASK_STATUS_ACTIVE
     cursor = got[-1].cursor
@@ -358,7 +361,7 @@ def test_watch_streams_changes_and_resumes_without_gaps(stub: tasks_pb2_grpc.Tas
     stream.cancel()  # type: ignore[attr-defined]
     assert [(m.event.event_type, m.event.task_id) for m in resumed] == [("created", 3), ("cancelled", 2)]
     assert [m.cursor for m in resumed] == sorted(m.cursor for m in resumed) and resumed[0].cursor > cursor
-    # Filtered by task, from the beginning of time.
+    # Filtered by task, from the beginning of time (no cursor: every retained change).
     only: list[tasks_pb2.WatchTasksResponse] = []
     stream = stub.WatchTasks(tasks_pb2.WatchTasksRequest(after_cursor=0, task_id="T1"), timeout=30)
     t = threading.Thread(target=_collect, args=(stream, only, 2))
@@ -368,8 +371,8 @@ def test_watch_streams_changes_and_resumes_without_gaps(stub: tasks_pb2_grpc.Tas
     stub.CreateTaskEvent(tasks_pb2.CreateTaskEventRequest(task_id="1", event_type="mine"), timeout=5)
     t.join(10)
     stream.cancel()  # type: ignore[attr-defined]
-    # From cursor 0 the stream starts at "now": only the later change of T1 arrives.
-    assert [m.event.event_type for m in only][:1] == ["mine"]
+    # T1's own trail from its first event, then its later change; T3's change is not shown.
+    assert [(m.event.event_type, m.event.task_id) for m in only] == [("created", 1), ("mine", 1)]
 
 
 def test_watch_replays_many_changes_in_order(stub: tasks_pb2_grpc.TaskServiceStub) -> None:

@@ -14,6 +14,11 @@ and is several times slower.
 
 Input is strict: every mistake is an ``INVALID_ARGUMENT`` naming the dotted
 field path, never a 500. Unknown keys are ignored (legacy rule).
+
+A field with ``(lobwife.v1.http_json_key)`` has that key instead of its proto
+name, and the older field it supersedes (whose proto name the key is) is not in
+the JSON: ``Task.estimate_minutes_exact`` (a double) is ``estimate_minutes``,
+the legacy key, and the int32 ``Task.estimate_minutes`` is gRPC-only.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from google.protobuf import message_factory
 from google.protobuf.message import Message
 
 from lobwife import enums
+from lobwife.v1 import annotations_pb2
 from lobwife_server.core.errors import ApiError, invalid_argument
 from lobwife_server.core.validation import TIMESTAMP_MAX_SECONDS, TIMESTAMP_MIN_SECONDS, check_timestamp
 
@@ -224,11 +230,38 @@ def _float_to_json(v: float) -> float | str:
     return v
 
 
+def _whole_or_float_to_json(v: float) -> int | float | str:
+    if v.is_integer() and abs(v) < 2**53:
+        return int(v)
+    return _float_to_json(v)
+
+
 _OutConv = Callable[[Any], Any]
 
 
+def json_keys(desc: Descriptor) -> tuple[dict[str, str], dict[str, FD]]:
+    """(proto name -> JSON key of each field in the JSON, superseded field name -> the field that took its key).
+
+    A field's key is its proto name, or its ``(lobwife.v1.http_json_key)``; a field whose
+    proto name another field took as its key is superseded and has no key.
+    """
+    taken: dict[str, FD] = {}
+    for fd in desc.fields:
+        key = fd.GetOptions().Extensions[annotations_pb2.http_json_key]
+        if key:
+            if key in taken or key == fd.name:
+                raise ValueError(f"{fd.full_name}: http_json_key {key!r} is another field's or its own name")
+            taken[key] = fd
+    keys = {
+        fd.name: (fd.GetOptions().Extensions[annotations_pb2.http_json_key] or fd.name)
+        for fd in desc.fields
+        if fd.name not in taken
+    }
+    return keys, taken
+
+
 class _OutPlan:
-    __slots__ = ("by_name", "conv", "fresh_dicts", "fresh_lists", "template")
+    __slots__ = ("by_name", "conv", "drop", "fresh_dicts", "fresh_lists", "template")
 
     def __init__(self) -> None:
         self.template: dict[str, Any] = {}
@@ -237,7 +270,12 @@ class _OutPlan:
         self.fresh_lists: tuple[str, ...] = ()
         self.fresh_dicts: tuple[str, ...] = ()
         self.by_name: dict[str, FD] = {}
+        # Keys written for superseded fields (see json_keys), removed after the fields are written.
+        self.drop: tuple[str, ...] = ()
 
+
+#: Where a superseded field's value goes while a message is written (then removed): no branch per field.
+_DROPPED = "\x00superseded:"
 
 # Keyed by descriptor object (stable per type in the default pool).
 _out_plans: dict[Any, _OutPlan] = {}
@@ -291,9 +329,16 @@ def _build_out_plan(desc: Descriptor) -> _OutPlan:
     plan = _OutPlan()
     lists: list[str] = []
     dicts: list[str] = []
+    keys, _ = json_keys(desc)
+    drop: list[str] = []
     for fd in desc.fields:
-        name = fd.name
-        plan.by_name[name] = fd
+        plan.by_name[fd.name] = fd
+        superseded = fd.name not in keys
+        name = _DROPPED + fd.name if superseded else keys[fd.name]
+        if superseded:
+            drop.append(name)
+            # The key keeps the superseded field's place in the object (the field that took it fills it).
+            plan.template[fd.name] = None
         if _is_map(fd):
             kfd = _message_type(fd).fields_by_name["key"]
             vfd = _message_type(fd).fields_by_name["value"]
@@ -316,14 +361,24 @@ def _build_out_plan(desc: Descriptor) -> _OutPlan:
             lists.append(name)
         else:
             conv = _scalar_conv(fd)
+            if name != fd.name and conv is _float_to_json:
+                # A number that took an integer field's key: whole values stay JSON integers, as
+                # the old key's clients read them (30, not 30.0); fractions are what is new.
+                conv = _whole_or_float_to_json
             if fd.has_presence:
                 plan.template[name] = None
             else:
                 default = fd.default_value
                 plan.template[name] = default if conv is None else conv(default)
+        if superseded:
+            plan.template.pop(name, None)
+            for bucket in (lists, dicts):
+                if name in bucket:
+                    bucket.remove(name)
         plan.conv[fd] = (name, conv)
     plan.fresh_lists = tuple(lists)
     plan.fresh_dicts = tuple(dicts)
+    plan.drop = tuple(drop)
     _out_plans[desc] = plan
     return plan
 
@@ -357,6 +412,8 @@ def to_json_obj(msg: Message) -> dict[str, Any]:
     for fd, value in msg.ListFields():
         name, f = conv[fd]
         out[name] = value if f is None else f(value)
+    for name in plan.drop:
+        out.pop(name, None)
     return out
 
 
@@ -459,7 +516,8 @@ def wire_json(base: Message, parts: Mapping[str, bytes | Sequence[bytes]], field
         return encode(field_to_json(base, field))
     obj = to_json_obj(base)
     for name, value in parts.items():
-        obj[name] = orjson.Fragment(_part_json(plan.by_name[name], value))
+        fd = plan.by_name[name]
+        obj[plan.conv[fd][0]] = orjson.Fragment(_part_json(fd, value))
     return encode(obj)
 
 
@@ -751,14 +809,21 @@ class _InPlan:
     def __init__(self, desc: Descriptor) -> None:
         self.fields: dict[str, _InField] = {}
         self.oneof_members: dict[str, list[str]] = {}
+        keys, superseded = json_keys(desc)
         for fd in desc.fields:
+            if fd.name not in keys:
+                continue
             f = _InField(fd)
             # protojson accepts the proto name and the json_name (explicit, e.g.
-            # `limit`, or the default lowerCamelCase form).
-            self.fields[fd.name] = f
+            # `limit`, or the default lowerCamelCase form); an http_json_key too.
+            self.fields[keys[fd.name]] = f
+            self.fields.setdefault(fd.name, f)
             self.fields.setdefault(fd.json_name, f)
             if f.oneof:
                 self.oneof_members.setdefault(f.oneof, []).append(fd.name)
+        for old_name, by in superseded.items():
+            # The superseded field's lowerCamelCase name sets the field that took its key.
+            self.fields.setdefault(desc.fields_by_name[old_name].json_name, self.fields[by.name])
 
 
 _in_plans: dict[Any, _InPlan] = {}

@@ -97,7 +97,10 @@ def _error_obj(e: ApiError) -> dict[str, Any]:
 
 
 def _error_response(e: ApiError) -> web.Response:
-    return _json_response(HTTP_STATUS.get(e.code, 500), _error_obj(e))
+    resp = _json_response(HTTP_STATUS.get(e.code, 500), _error_obj(e))
+    if e.code == grpc.StatusCode.UNAUTHENTICATED:
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="lobwife"'  # RFC 6750: say which scheme is wanted
+    return resp
 
 
 def _plain_error(status: int, code: grpc.StatusCode, message: str, *, close: bool = False) -> web.Response:
@@ -350,7 +353,7 @@ class _Shape:
 
 class Routes:
     """The gateway's route table; ``extra`` callables add non-RPC routes through
-    :meth:`add_route` / :meth:`add_get` / :meth:`add_post` (exact paths)."""
+    :meth:`add_route` / :meth:`add_get` (exact paths)."""
 
     def __init__(self) -> None:
         self._static: dict[str, dict[str, _Endpoint]] = {}
@@ -371,9 +374,6 @@ class Routes:
 
     def add_get(self, path: str, handler: Handler) -> None:
         self.add_route("GET", path, handler)
-
-    def add_post(self, path: str, handler: Handler) -> None:
-        self.add_route("POST", path, handler)
 
     def _add(self, method: str, t: PathTemplate, endpoint: _Endpoint, *, replace: bool = True) -> None:
         if t.is_literal:
@@ -561,6 +561,9 @@ class _Binding:
                 # EventSource reconnects to the same URL with the id of the last
                 # event it saw: that, not the original query, is where to resume.
                 self.after_cursor.set_text(req, (last_id.strip(),), "Last-Event-ID")
+                if "from_now" in req.DESCRIPTOR.fields_by_name:
+                    # `?from_now=true` was where the stream began; it now resumes from the id.
+                    req.ClearField("from_now")
         return req
 
     def _merge_body_field(self, req: Message, obj: Any) -> list[str]:

@@ -81,16 +81,21 @@ class CallContext:
 
 
 class Authorizer(Protocol):
-    """The hook every call passes before its implementation (auth comes in with issue 10)."""
+    """The hook every call passes before anything else looks at it (lobwife_server.auth implements it).
 
-    def authorize(self, method: MethodInfo, ctx: CallContext) -> None:
-        """Raise ApiError (UNAUTHENTICATED / PERMISSION_DENIED) to refuse the call."""
+    It gets the parsed request so that a rule bound to one task can compare the task the request
+    names with the caller's. It is a coroutine because a credential may need I/O to check (a
+    signing-key refetch, a task's state); a cached credential costs no suspension.
+    """
+
+    async def authorize(self, method: MethodInfo, request: message.Message, ctx: CallContext) -> None:
+        """Raise ApiError (UNAUTHENTICATED / PERMISSION_DENIED) to refuse the call; may set ``ctx.identity``."""
 
 
 class AllowAll:
     """The default hook: no authentication configured, every call allowed."""
 
-    def authorize(self, method: MethodInfo, ctx: CallContext) -> None:
+    async def authorize(self, method: MethodInfo, request: message.Message, ctx: CallContext) -> None:
         return None
 
 
@@ -230,7 +235,7 @@ class Dispatcher:
     """
 
     def __init__(self, implementations: Mapping[str, object], authorizer: Authorizer | None = None) -> None:
-        self.authorizer: Authorizer = authorizer or AllowAll()
+        self.authorizer = authorizer or AllowAll()
         self.methods: dict[str, MethodInfo] = {}
         _check_known(implementations)
         for svc in SERVICE_DESCRIPTORS:
@@ -250,6 +255,16 @@ class Dispatcher:
                     check_required=fields.required_check(m.input_type),
                 )
                 self.methods[info.full_name] = info
+
+    @property
+    def authorizer(self) -> Authorizer:
+        return self._authorizer
+
+    @authorizer.setter
+    def authorizer(self, value: Authorizer) -> None:
+        self._authorizer = value
+        # Read on every call: with the default hook the call skips the await altogether.
+        self._checks_auth = type(value) is not AllowAll
 
     def check_complete(self, not_built: Mapping[str, str]) -> None:
         """ContractError unless every RPC is implemented or listed in ``not_built``.
@@ -273,11 +288,13 @@ class Dispatcher:
             raise ContractError("; ".join(problems))
 
     def _admit(self, m: MethodInfo, request: message.Message, ctx: CallContext) -> None:
-        """What every call passes before its implementation, on both transports: built, allowed, complete."""
+        """What every allowed call passes before its implementation, on both transports: built, complete.
+
+        The auth hook runs before it (in unary/stream: it is awaited), so a caller that may not call an
+        RPC learns nothing from it, not even whether it is built or what its request lacks.
+        """
         if m.impl is None:
             raise unimplemented(m.full_name)
-        if type(self.authorizer) is not AllowAll:  # the default allows all: no call into it
-            self.authorizer.authorize(m, ctx)
         if m.check_required is not None:
             m.check_required(request)
 
@@ -285,6 +302,8 @@ class Dispatcher:
         start = time.perf_counter()
         code = "OK"
         try:
+            if self._checks_auth:  # the default allows all: no call into it
+                await self._authorizer.authorize(m, request, ctx)
             self._admit(m, request, ctx)
             assert m.impl is not None
             result: Response = await m.impl(request, ctx)
@@ -301,6 +320,8 @@ class Dispatcher:
         code = "OK"
         start = time.perf_counter()
         try:
+            if self._checks_auth:
+                await self._authorizer.authorize(m, request, ctx)
             self._admit(m, request, ctx)
             assert m.impl is not None
             async for item in m.impl(request, ctx):

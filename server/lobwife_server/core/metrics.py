@@ -36,6 +36,20 @@ HTTP_TIMEOUTS = Counter(
     ["phase"],
     registry=REGISTRY,
 )
+# Auth (auth/enforcer.py): counted only when a call is (or would be) refused. `rule` is the RPC whose
+# rule refused it, `reason` one word from a fixed set; never a subject or anything of the credential.
+AUTH_DENIED = Counter(
+    "lobwife_auth_denied",
+    "Calls refused by --auth enforce, by rule (the RPC) and reason (missing, expired, role, other_task...).",
+    ["rule", "reason"],
+    registry=REGISTRY,
+)
+AUTH_WOULD_DENY = Counter(
+    "lobwife_auth_would_deny",
+    "Calls --auth permissive let through that enforce would refuse, by rule (the RPC) and reason.",
+    ["rule", "reason"],
+    registry=REGISTRY,
+)
 
 
 # Per-RPC counts and latencies are kept in plain dicts and lists and turned into

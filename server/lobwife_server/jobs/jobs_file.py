@@ -119,13 +119,9 @@ def _time(value: str, where: str) -> datetime:
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
-def to_job(name: str, spec: dict[str, Any], base_dir: Path) -> jobs_pb2.Job:
-    """One ``[jobs.NAME]`` table as a Job message (not yet validated against bounds)."""
-    return _to_job(name, spec, base_dir, {})
-
-
 def _to_job(name: str, spec: dict[str, Any], base_dir: Path, written: dict[str, str]) -> jobs_pb2.Job:
-    """to_job, noting in ``written`` each Job field (as ``validate`` names it) that the file spells otherwise."""
+    """One ``[jobs.NAME]`` table as a Job message (not yet validated against bounds), noting in ``written``
+    each Job field (as ``validate`` names it) that the file spells otherwise."""
     w = f"jobs.{name}"
     unknown = sorted(set(spec) - _KNOWN)
     if unknown:

@@ -12,7 +12,8 @@ What a run guarantees
 * **Minimal environment.** A job sees ``PATH``, ``HOME``, ``LANG``, ``TZ`` and ``USER`` from the
   server (when set; ``PATH`` falls back to a standard one) and then ``RunSpec.env`` on top, where
   the scheduler puts ``LOBWIFE_URL``, ``LOBWIFE_JOB``, ``LOBWIFE_RUN_ID`` and
-  ``LOBWIFE_SCHEDULED_AT`` (see :func:`job_env`). Nothing else leaks: the server's environment
+  ``LOBWIFE_SCHEDULED_AT`` (see :func:`job_env`), and with auth on a run's own
+  ``LOBWIFE_TOKEN``. Nothing else leaks: the server's environment
   holds its own configuration and may hold secrets (GitHub App key, tokens), and a job's behaviour
   should not depend on how the server happened to be started. ``stdin`` is ``/dev/null``; the
   server's own descriptors are not inherited (``close_fds``).

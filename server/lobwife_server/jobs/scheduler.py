@@ -133,6 +133,8 @@ class Scheduler:
     ) -> None:
         self.db = db
         self.store = store
+        #: Mints a run's $LOBWIFE_TOKEN (job name, lifetime in seconds); None while auth is off.
+        self.run_token: Callable[[str, float], str] | None = None
         self.url = url
         self.builtins = builtins or {}
         self.output_cap = output_cap
@@ -651,6 +653,10 @@ class Scheduler:
         self, name: str, run_id: int, jdef: job_defs.JobDef, scheduled: datetime
     ) -> runner.RunResult:
         env = {**jdef.env, **runner.job_env(url=self.url, job=name, run_id=run_id, scheduled_at=scheduled)}
+        if self.run_token is not None:
+            # With auth on, a job calling back ($LOBWIFE_URL) needs a credential: one of its own, for
+            # this run only (it expires a minute after the run's timeout), never stored or logged.
+            env["LOBWIFE_TOKEN"] = self.run_token(name, jdef.timeout + 60)
         spec = runner.RunSpec(
             argv=jdef.argv,
             cwd=Path(jdef.working_dir) if jdef.working_dir else None,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -98,10 +98,18 @@ class JobService:
     """JobService RPCs over the scheduler: definitions, triggers, pause and resume, run history, live runs,
     legacy summaries."""
 
-    def __init__(self, scheduler: JobControl, tokens: PageTokens, started: float) -> None:
+    def __init__(
+        self,
+        scheduler: JobControl,
+        tokens: PageTokens,
+        started: float,
+        broker: Callable[[], Awaitable[broker_pb2.BrokerSummary]] | None = None,
+    ) -> None:
         self.s = scheduler
         self.tokens = tokens
         self.started = started
+        #: The legacy broker summary of GetStatus (SystemService.broker_summary); None: zeros.
+        self.broker = broker
 
     def _job(self, name: str) -> JobView:
         job = self.s.view(name)
@@ -257,7 +265,7 @@ class JobService:
         resp = jobs_pb2.GetStatusResponse(
             status="ok",
             uptime=round(time.monotonic() - self.started, 3),
-            broker=broker_pb2.BrokerSummary(enabled=False),
+            broker=await self.broker() if self.broker is not None else broker_pb2.BrokerSummary(enabled=False),
         )
         for job in await self._view(self.s.job_names()):
             s = resp.jobs[job.name]

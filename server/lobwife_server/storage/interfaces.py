@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from lobwife.v1 import jobs_pb2, tasks_pb2
 
 if TYPE_CHECKING:
+    from lobwife_server.storage.broker_store import AuditRow, BrokerCounts, RegistrationRow
     from lobwife_server.storage.database import BatchKind, WriteContext
     from lobwife_server.storage.job_store import JobRow, RunRow
     from lobwife_server.storage.task_store import TaskFilter
@@ -111,6 +112,7 @@ class TaskStore(Protocol):
         self, conn: Conn, number: int, event_type: str, detail: str | None, actor: str | None, at: int
     ) -> tasks_pb2.TaskEvent: ...
     def update_task(self, conn: Conn, number: int, values: dict[str, Any]) -> None: ...
+    def add_token(self, conn: Conn, number: int, at: int) -> bool: ...
     def get_or_create_secret(self, conn: Conn, key: str, make: bytes) -> bytes: ...
 
 
@@ -163,6 +165,44 @@ class JobStore(Protocol):
         ...
 
 
+class BrokerStore(Protocol):
+    """Every statement of the token broker (registrations, the token audit, the legacy summary)."""
+
+    def summary(self, conn: Conn) -> BrokerCounts: ...
+    def list_registrations(self, conn: Conn) -> list[RegistrationRow]: ...
+    def get_registration(self, conn: Conn, ref: str) -> RegistrationRow | None: ...
+    def find_task(self, conn: Conn, ref: str) -> int | None: ...
+    def upsert_registration(
+        self,
+        conn: Conn,
+        ref: str,
+        repos: Sequence[str],
+        lobster_type: str,
+        task_number: int | None,
+        registered_by: str | None,
+        now: int,
+    ) -> None: ...
+    def delete_registration(self, conn: Conn, ref: str) -> bool: ...
+    def linked_refs(self, conn: Conn, number: int) -> list[str]: ...
+    def active_links(self, conn: Conn, number: int) -> int: ...
+    def count_token(self, conn: Conn, ref: str, now: int) -> bool: ...
+    def expire_idle(self, conn: Conn, cutoff: int, now: int) -> list[tuple[str, list[str]]]: ...
+    def insert_audit(
+        self,
+        conn: Conn,
+        task_id: str,
+        repos: Sequence[str] | None,
+        action: str,
+        now: int,
+        *,
+        identity: str | None = None,
+        token_sha256: str | None = None,
+        reused: bool = False,
+        detail: str | None = None,
+    ) -> int: ...
+    def list_audit(self, conn: Conn, task_id: str | None, before_id: int | None, limit: int) -> list[AuditRow]: ...
+
+
 # -- the in-process parts a multi-process backend replaces ---------------------------------------
 
 
@@ -197,6 +237,8 @@ class TaskSubscription(Protocol):
 
 
 class TaskChange(Protocol):
+    """A committed task event and the task as it stood after it; the event id is the cursor."""
+
     cursor: int
     event: tasks_pb2.TaskEvent
     task: tasks_pb2.Task

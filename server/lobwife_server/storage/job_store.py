@@ -18,7 +18,6 @@ RUN_COLUMNS = (
     "id, job_name, trigger, status, scheduled_at, not_before, attempt, started_at, finished_at, duration, "
     "exit_code, pid, pgid, boot_id, output, output_truncated, reason"
 )
-FINAL = frozenset({"success", "failed", "timeout", "error", "skipped", "abandoned"})
 FAILED = frozenset({"failed", "timeout", "error", "abandoned"})
 
 
@@ -95,13 +94,24 @@ def list_jobs(conn: sqlite3.Connection) -> list[JobRow]:
 
 
 def upsert_job(conn: sqlite3.Connection, job: jobs_pb2.Job, source: str, now: int) -> None:
+    """Store a definition; a job defined here for the first time starts paused if the old daemon had paused it.
+
+    The old daemon kept its pause in ``job_state.enabled`` (0: the operator disabled the
+    job), and its definitions in code, so lobwife's ``jobs`` row only appears when the
+    jobs file (or a builtin) defines the job at a later start. The pause is taken over
+    then, once (``enabled`` is set back to 1): from there on ``jobs.paused`` is the one
+    record of it, which a restart or a changed definition leaves as it is.
+    """
+    new = conn.execute("SELECT 1 FROM jobs WHERE name = ?", (job.name,)).fetchone() is None
     conn.execute(
         "INSERT INTO jobs (name, source, definition, paused, next_fire_at, created_at, updated_at)"
-        " VALUES (?, ?, ?, 0, NULL, ?, ?)"
+        " VALUES (?, ?, ?, COALESCE((SELECT enabled = 0 FROM job_state WHERE name = ?), 0), NULL, ?, ?)"
         " ON CONFLICT(name) DO UPDATE SET source = excluded.source, definition = excluded.definition,"
         " updated_at = excluded.updated_at",
-        (job.name, source, job.SerializeToString(deterministic=True), now, now),
+        (job.name, source, job.SerializeToString(deterministic=True), job.name, now, now),
     )
+    if new:
+        conn.execute("UPDATE job_state SET enabled = 1 WHERE name = ? AND enabled = 0", (job.name,))
 
 
 def delete_job(conn: sqlite3.Connection, name: str) -> bool:

@@ -5,14 +5,25 @@ database and an upgraded one take the same path from version 2 on. Each
 migration runs in one transaction with a row appended to ``schema_version``
 (the old daemon read ``MAX(version)``, and so do we). A database newer than
 this code is refused rather than guessed at.
+
+The upgrade from the old daemon loses nothing. A value it stored that this
+version cannot convert (a timestamp in no format it reads, an estimate that is
+not a number) is kept verbatim in ``legacy_import_issues``, next to what the
+typed column holds instead, logged as a warning naming the row and field, and
+recorded on the task as a ``legacy_value_kept`` event; :func:`kept_values`
+lists them. Migrations 3 and 4 keep what they used to drop (and say so); a
+database past them never runs them again.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from lobwife_server.core.timeutil import now_us, parse_legacy
@@ -126,16 +137,148 @@ def _json_list(value: object) -> str | None:
     return json.dumps(items) if items else None
 
 
+def _json_list_or_empty(value: object) -> str:
+    """A list field of the JSON state files as stored: a string is one item (not its characters)."""
+    if isinstance(value, list | tuple):
+        return json.dumps([str(x) for x in value if x is not None and str(x) != ""])
+    return _json_list(json.dumps(value) if value is not None and not isinstance(value, str) else value) or "[]"
+
+
+_NUMBER_TEXT = re.compile(r"\s*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*")
+
+
+def _legacy_number(value: object) -> int | float | None:
+    """An estimate as the old daemon stored it (whatever a client sent): a number, or None when it is none.
+
+    Whole numbers stay integers and fractions stay fractions (``12.5``); numeric text is
+    read as its number.
+    """
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if value == value else None
+    if isinstance(value, str) and _NUMBER_TEXT.fullmatch(value):
+        x = float(value)
+        if x != x or x in (float("inf"), float("-inf")):
+            return None
+        return int(x) if x.is_integer() and abs(x) < 2**53 else x
+    return None
+
+
+#: Where the upgrade keeps a value it could not convert, verbatim (``raw_value`` has no
+#: type, so SQLite stores it exactly as it was: text, number or blob).
+ISSUES_TABLE = """
+CREATE TABLE IF NOT EXISTS legacy_import_issues (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    source TEXT NOT NULL,
+    table_name TEXT NOT NULL,
+    row_key TEXT NOT NULL,
+    field TEXT NOT NULL,
+    raw_value,
+    note TEXT NOT NULL,
+    recorded_at INTEGER NOT NULL
+)
+"""
+
+#: Warnings logged per start; the rest are counted (the table has them all).
+MAX_WARNINGS = 50
+_warned = 0
+
+
+@dataclass(frozen=True)
+class KeptValue:
+    """A value of the old daemon's that the upgrade could not convert, kept verbatim."""
+
+    source: str  # "lobmob.db" or the JSON state file it came from
+    table: str
+    key: str  # the row: a task number, an event id, a job name
+    field: str
+    raw: object  # exactly as stored
+    note: str  # what the typed column holds instead
+
+    def __str__(self) -> str:
+        return f"{self.table} {self.key} {self.field}: kept {_shown(self.raw)} verbatim ({self.note})"
+
+
+def _shown(raw: object) -> str:
+    text = repr(raw)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _keep(conn: sqlite3.Connection, kept: KeptValue, now: int) -> int:
+    """Record a value kept verbatim, and say so once in the log (up to MAX_WARNINGS per start)."""
+    global _warned
+    conn.execute(ISSUES_TABLE)
+    cur = conn.execute(
+        "INSERT INTO legacy_import_issues (source, table_name, row_key, field, raw_value, note, recorded_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (kept.source, kept.table, kept.key, kept.field, kept.raw, kept.note, now),
+    )
+    _warned += 1
+    if _warned <= MAX_WARNINGS:
+        log.warning("upgrade from the old daemon (%s): %s", kept.source, kept)
+    elif _warned == MAX_WARNINGS + 1:
+        log.warning("upgrade from the old daemon: more values kept verbatim; all are in legacy_import_issues")
+    assert cur.lastrowid is not None
+    return cur.lastrowid
+
+
+def _unreadable(
+    conn: sqlite3.Connection, table: str, key: str, checks: Iterable[tuple[str, str, str]]
+) -> list[tuple[str, str, object, str]]:
+    """(row key, field, raw value, note) of each value that ``check(field)`` (a SQL function) cannot convert."""
+    found: list[tuple[str, str, object, str]] = []
+    for field, fn, note in checks:
+        rows = conn.execute(
+            f"SELECT {key}, {field} FROM {table} WHERE {field} IS NOT NULL AND {fn}({field}) IS NULL ORDER BY {key}"
+        )
+        found.extend((str(k), field, raw, note) for k, raw in rows)
+    return found
+
+
+def kept_values(conn: sqlite3.Connection) -> list[KeptValue]:
+    """Every value the upgrade kept verbatim, oldest first (empty when nothing was)."""
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'legacy_import_issues'"
+    ).fetchone()
+    if not exists:
+        return []
+    rows = conn.execute(
+        "SELECT source, table_name, row_key, field, raw_value, note FROM legacy_import_issues ORDER BY id"
+    )
+    return [KeptValue(*r) for r in rows]
+
+
+_NOT_A_TIME = "not a time lobwife can read"
+_TASK_TIME_CHECKS = (
+    ("created_at", "lw_ts", f"{_NOT_A_TIME}; created_at shows the time of the upgrade"),
+    ("updated_at", "lw_ts", f"{_NOT_A_TIME}; updated_at shows created_at"),
+    ("queued_at", "lw_ts", f"{_NOT_A_TIME}; queued_at is empty"),
+    ("assigned_at", "lw_ts", f"{_NOT_A_TIME}; assigned_at is empty"),
+    ("completed_at", "lw_ts", f"{_NOT_A_TIME}; completed_at is empty"),
+    ("broker_registered_at", "lw_ts", f"{_NOT_A_TIME}; broker_registered_at is empty"),
+    ("estimate_minutes", "lw_number", "not a number; estimate_minutes is empty"),
+)
+
+
 def _v3_typed_schema(conn: sqlite3.Connection) -> None:
     """Rebuild tasks and task_events with integer-microsecond UTC timestamps.
 
-    The old text timestamps mixed three formats and were compared as strings,
-    which sorted wrongly across formats. Values that cannot be parsed keep the
-    row (a NOT NULL time falls back to the task's creation time, then to now).
+    The old text timestamps mixed formats and were compared as strings, which
+    sorted wrongly across formats. A value that cannot be converted keeps its row
+    (a NOT NULL time falls back to the task's creation time, then to now) and is
+    kept verbatim (see the module doc). Estimates keep their fractions.
     """
     now = now_us()
     conn.create_function("lw_ts", 1, parse_legacy, deterministic=True)
     conn.create_function("lw_list", 1, _json_list, deterministic=True)
+    conn.create_function("lw_number", 1, _legacy_number, deterministic=True)
+    task_issues = _unreadable(conn, "tasks", "id", _TASK_TIME_CHECKS)
+    event_issues = _unreadable(
+        conn, "task_events", "id", [("created_at", "lw_ts", f"{_NOT_A_TIME}; created_at shows the time of the upgrade")]
+    )
     seq_row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'tasks'").fetchone()
     ev_seq_row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'task_events'").fetchone()
     _script(
@@ -185,7 +328,7 @@ def _v3_typed_schema(conn: sqlite3.Connection) -> None:
             completed_at, broker_repos, broker_status, token_count, broker_registered_at)
         SELECT id, COALESCE(name, ''), slug, COALESCE(type, 'swe'), COALESCE(status, 'queued'),
             COALESCE(priority, 'normal'), model, assigned_to, lw_list(repos), discord_thread_id,
-            CAST(estimate_minutes AS INTEGER), CASE WHEN requires_qa THEN 1 ELSE 0 END, workflow,
+            lw_number(estimate_minutes), CASE WHEN requires_qa THEN 1 ELSE 0 END, workflow,
             COALESCE(lw_ts(created_at), :now),
             COALESCE(lw_ts(updated_at), lw_ts(created_at), :now),
             lw_ts(queued_at), lw_ts(assigned_at), lw_ts(completed_at),
@@ -227,6 +370,20 @@ def _v3_typed_schema(conn: sqlite3.Connection) -> None:
                 "(SELECT 1 FROM sqlite_sequence WHERE name = ?)",
                 (name, row[0], name),
             )
+    for key, field, raw, note in task_issues:
+        issue = _keep(conn, KeptValue("lobmob.db", "tasks", key, field, raw, note), now)
+        conn.execute(
+            "INSERT INTO task_events (task_id, event_type, detail, actor, created_at)"
+            " VALUES (?, 'legacy_value_kept', ?, 'lobwife-upgrade', ?)",
+            (
+                int(key),
+                f"{field}: the old daemon's value {_shown(raw)} is kept verbatim (legacy_import_issues "
+                f"{issue}): {note}",
+                now,
+            ),
+        )
+    for key, field, raw, note in event_issues:
+        _keep(conn, KeptValue("lobmob.db", "task_events", key, field, raw, note), now)
 
 
 def _v4_jobs(conn: sqlite3.Connection) -> None:
@@ -241,6 +398,11 @@ def _v4_jobs(conn: sqlite3.Connection) -> None:
     refuses a second scheduled or caught-up run of the same slot.
     """
     conn.create_function("lw_ts", 1, parse_legacy, deterministic=True)
+    now = now_us()
+    for key, field, raw, note in _unreadable(
+        conn, "job_state", "name", [("last_run", "lw_ts", f"{_NOT_A_TIME}; last_run is empty")]
+    ):
+        _keep(conn, KeptValue("lobmob.db", "job_state", key, field, raw, note), now)
     _script(
         conn,
         """
@@ -309,6 +471,50 @@ def _v5_request_fingerprints(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE tasks ADD COLUMN request_hash BLOB")
 
 
+def _v6_fractional_estimates(conn: sqlite3.Connection) -> None:
+    """``tasks.estimate_minutes`` as REAL: the legacy contract's estimate is a JSON number (``12.5``).
+
+    The column was declared INTEGER, and migration 3 used to truncate the old
+    daemon's fractions. The column is replaced by a REAL one holding the same
+    values (SQLite rewrites the table once). Also the table of values the upgrade
+    kept verbatim, for databases that passed migration 3 before it had one.
+    """
+    conn.execute(ISSUES_TABLE)
+    _script(
+        conn,
+        """
+        ALTER TABLE tasks ADD COLUMN estimate_minutes_real REAL;
+        UPDATE tasks SET estimate_minutes_real = estimate_minutes WHERE estimate_minutes IS NOT NULL;
+        ALTER TABLE tasks DROP COLUMN estimate_minutes;
+        ALTER TABLE tasks RENAME COLUMN estimate_minutes_real TO estimate_minutes
+        """,
+    )
+
+
+def _v7_broker_audit(conn: sqlite3.Connection) -> None:
+    """The broker's typed columns, beside the old daemon's (every existing row is kept as it is).
+
+    ``broker_tasks``: ``task_number`` (the task the reference matched when it registered),
+    ``last_used_at`` (microseconds; the idle expiry's clock), ``registered_by``. ``token_audit``:
+    ``identity`` (who asked), ``token_sha256`` (a prefix of the token's SHA-256, never the token),
+    ``reused`` (handed out from the cache), ``detail`` (why, for a refusal or revocation). The old
+    daemon's text timestamps stay text: its rows, and those the JSON import adds after the
+    migrations, are read as they are.
+    """
+    _script(
+        conn,
+        """
+        ALTER TABLE broker_tasks ADD COLUMN task_number INTEGER;
+        ALTER TABLE broker_tasks ADD COLUMN last_used_at INTEGER;
+        ALTER TABLE broker_tasks ADD COLUMN registered_by TEXT;
+        ALTER TABLE token_audit ADD COLUMN identity TEXT;
+        ALTER TABLE token_audit ADD COLUMN token_sha256 TEXT;
+        ALTER TABLE token_audit ADD COLUMN reused INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE token_audit ADD COLUMN detail TEXT
+        """,
+    )
+
+
 Migration = Callable[[sqlite3.Connection], None]
 
 MIGRATIONS: list[tuple[int, str, Migration]] = [
@@ -317,6 +523,8 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (3, "typed timestamps, request ids, meta", _v3_typed_schema),
     (4, "jobs, job runs, typed job state", _v4_jobs),
     (5, "request fingerprints of task creates", _v5_request_fingerprints),
+    (6, "fractional estimates, values kept verbatim", _v6_fractional_estimates),
+    (7, "broker: typed registration and audit columns", _v7_broker_audit),
 ]
 LATEST = MIGRATIONS[-1][0]
 
@@ -374,45 +582,83 @@ def migrate(conn: sqlite3.Connection) -> int:
     return applied
 
 
-def import_legacy_json(conn: sqlite3.Connection, state_dir: Path) -> list[str]:
-    """Import the oldest daemon's JSON state files, once; each is renamed ``*.json.migrated``.
+def _set_aside(path: Path) -> Path:
+    """Rename an imported ``X.json`` to ``X.json.migrated``, or ``.migrated.1``, ``.2``... when that is taken.
 
-    Same rules as the old daemon's own import: existing rows win (INSERT OR IGNORE).
+    The old daemon left its own ``X.json.migrated`` files; one is never overwritten.
+    A hard link is the no-clobber rename (it fails if the name exists); where the
+    file system has none, a checked rename.
+    """
+    for n in range(10_000):
+        target = path.with_name(path.name + ".migrated" + (f".{n}" if n else ""))
+        if target.exists() or target.is_symlink():
+            continue
+        try:
+            os.link(path, target)
+        except FileExistsError:
+            continue
+        except OSError:
+            if target.exists():
+                continue
+            path.rename(target)
+            return target
+        path.unlink()
+        return target
+    raise OSError(f"no free name to set {path} aside")
+
+
+def import_legacy_json(conn: sqlite3.Connection, state_dir: Path) -> list[str]:
+    """Import the oldest daemon's JSON state files, once; returns the names of the files imported.
+
+    Same rules as the old daemon's own import: rows already in the database win
+    (INSERT OR IGNORE), a job is paused when its ``enabled`` is false-ish (as the old
+    daemon read it), lists are JSON text. A ``last_run`` that is not a time is kept
+    verbatim (see :func:`kept_values`). Each file imported is set aside as
+    ``X.json.migrated`` (``X.json.migrated.1`` ... when the old daemon left one of
+    that name already: it is never overwritten).
     """
     done: list[str] = []
-    importers: list[tuple[str, Callable[[object], None]]] = []
+    now = now_us()
 
     def jobs(data: object) -> None:
         assert isinstance(data, dict)
         for name, st in data.items():
             st = st if isinstance(st, dict) else {}
-            conn.execute(
+            raw_last = st.get("last_run")
+            last = parse_legacy(raw_last)
+            cur = conn.execute(
                 "INSERT OR IGNORE INTO job_state (name, last_run, last_status, last_duration, last_output,"
                 " run_count, fail_count, enabled) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     name,
-                    parse_legacy(st.get("last_run")),
+                    last,
                     st.get("last_status"),
                     st.get("last_duration"),
                     st.get("last_output"),
                     int(st.get("run_count") or 0),
                     int(st.get("fail_count") or 0),
-                    0 if st.get("enabled") is False else 1,
+                    # The old daemon's own reading: `1 if state.get("enabled", True) else 0`.
+                    1 if st.get("enabled", True) else 0,
                 ),
             )
+            if cur.rowcount and last is None and raw_last is not None:
+                raw = raw_last if isinstance(raw_last, str | int | float) else json.dumps(raw_last)
+                _keep(conn, KeptValue("jobs.json", "job_state", str(name), "last_run", raw, _NOT_A_TIME), now)
 
     def broker(data: object) -> None:
         assert isinstance(data, dict)
         for ref, reg in data.items():
             reg = reg if isinstance(reg, dict) else {}
+            registered = reg.get("registered_at")
             conn.execute(
                 "INSERT OR IGNORE INTO broker_tasks (task_id, repos, lobster_type, registered_at, status, token_count)"
                 " VALUES (?, ?, ?, COALESCE(?, datetime('now')), ?, ?)",
                 (
                     ref,
-                    json.dumps(list(reg.get("repos") or [])),
+                    _json_list_or_empty(reg.get("repos")),
                     reg.get("lobster_type") or "unknown",
-                    reg.get("registered_at"),
+                    # Kept as written: the column is the old daemon's text (the broker reads it).
+                    registered if registered is None or isinstance(registered, str) else json.dumps(registered),
                     reg.get("status") or "active",
                     int(reg.get("token_count") or 0),
                 ),
@@ -422,18 +668,23 @@ def import_legacy_json(conn: sqlite3.Connection, state_dir: Path) -> list[str]:
         assert isinstance(data, list)
         for entry in data:
             entry = entry if isinstance(entry, dict) else {}
+            at = entry.get("timestamp")
             conn.execute(
                 "INSERT INTO token_audit (task_id, repos, action, created_at) VALUES (?, ?, ?,"
                 " COALESCE(?, datetime('now')))",
                 (
                     entry.get("task_id") or "",
-                    json.dumps(list(entry.get("repos") or [])),
+                    _json_list_or_empty(entry.get("repos")),
                     entry.get("action") or "",
-                    entry.get("timestamp"),
+                    at if at is None or isinstance(at, str) else json.dumps(at),
                 ),
             )
 
-    importers = [("jobs.json", jobs), ("tasks.json", broker), ("token-audit.json", audit)]
+    importers: list[tuple[str, Callable[[object], None]]] = [
+        ("jobs.json", jobs),
+        ("tasks.json", broker),
+        ("token-audit.json", audit),
+    ]
     for filename, importer in importers:
         path = state_dir / filename
         if not path.exists():
@@ -451,7 +702,15 @@ def import_legacy_json(conn: sqlite3.Connection, state_dir: Path) -> list[str]:
             # Keep the file where it is so nothing is lost; say why once per start.
             log.error("could not import %s (left in place): %s", path, e)
             continue
-        path.rename(path.with_name(filename + ".migrated"))
-        log.info("imported %s", path)
+        try:
+            target = _set_aside(path)
+        except OSError as e:
+            # Imported, but still in place: the next start imports it again (rows already in win).
+            log.error("imported %s but could not set it aside: %s", path, e)
+        else:
+            if target.name != filename + ".migrated":
+                log.warning("imported %s; %s.migrated exists already, so it is now %s", path, filename, target.name)
+            else:
+                log.info("imported %s; it is now %s", path, target.name)
         done.append(filename)
     return done

@@ -55,6 +55,11 @@ UPDATABLE: dict[str, Any] = {
     "queued_at": None,
     "assigned_at": None,
     "completed_at": None,
+    # The broker's fields (the old daemon's PATCH whitelist): UpdateTask applies the broker's rules.
+    # `token_count` is not here: the broker keeps it (add_token).
+    "broker_repos": None,
+    "broker_status": None,
+    "broker_registered_at": None,
 }
 
 
@@ -80,7 +85,7 @@ def row_to_task(r: Sequence[Any]) -> tasks_pb2.Task:
     if r[9] is not None:
         t.discord_thread_id = r[9]
     if r[10] is not None:
-        t.estimate_minutes = r[10]
+        _set_estimate(t, r[10])
     if r[12] is not None:
         t.workflow = r[12]
     set_ts(t.created_at, r[13])
@@ -100,6 +105,25 @@ def row_to_task(r: Sequence[Any]) -> tasks_pb2.Task:
     if r[22] is not None:
         t.created_by = r[22]
     return t
+
+
+_INT32 = (-(2**31), 2**31 - 1)
+
+
+def estimate_kw(value: float) -> dict[str, Any]:
+    """A stored estimate (a REAL: fractions kept) as Task fields: ``estimate_minutes_exact``, and the
+    deprecated int32 ``estimate_minutes`` (whole minutes, truncated) for older typed clients when it fits."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return {}  # not a number (never written by lobwife): shown as no estimate rather than failing the read
+    kw: dict[str, Any] = {"estimate_minutes_exact": float(value)}
+    if value == value and _INT32[0] <= value <= _INT32[1]:
+        kw["estimate_minutes"] = int(value)
+    return kw
+
+
+def _set_estimate(t: tasks_pb2.Task, value: float) -> None:
+    for name, v in estimate_kw(value).items():
+        setattr(t, name, v)
 
 
 def row_to_event(r: Sequence[Any]) -> tasks_pb2.TaskEvent:
@@ -363,7 +387,7 @@ def created_task(number: int, row: Sequence[Any], repos: Sequence[str] | None = 
     if row[8] is not None:
         kw["discord_thread_id"] = row[8]
     if row[9] is not None:
-        kw["estimate_minutes"] = row[9]
+        kw.update(estimate_kw(row[9]))
     if row[11] is not None:
         kw["workflow"] = row[11]
     if row[14] is not None:
@@ -422,6 +446,14 @@ def insert_rows(conn: sqlite3.Connection, table: str, cols: Sequence[str], rows:
 def update_task(conn: sqlite3.Connection, number: int, values: dict[str, Any]) -> None:
     sets = ", ".join(f"{c} = ?" for c in values)
     conn.execute(f"UPDATE tasks SET {sets} WHERE id = ?", [*values.values(), number])
+
+
+def add_token(conn: sqlite3.Connection, number: int, at: int) -> bool:
+    """One more token issued for task ``number`` (its ``token_count``), stamped ``at``; False: no such task."""
+    cur = conn.execute(
+        "UPDATE tasks SET token_count = COALESCE(token_count, 0) + 1, updated_at = ? WHERE id = ?", (at, number)
+    )
+    return cur.rowcount > 0
 
 
 def status_of(conn: sqlite3.Connection, number: int) -> tuple[str, int] | None:

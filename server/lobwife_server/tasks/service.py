@@ -1,12 +1,20 @@
-"""TaskService: the store of record for tasks and their event trail."""
+"""TaskService: the store of record for tasks and their event trail.
+
+The token broker is reached through :class:`~lobwife_server.tasks.broker_link.BrokerLink`
+(``self.broker``, set by app.py): an update's broker fields register or deregister the task in the
+same transaction, and a task that completes, fails or is cancelled has its registrations ended
+right after the commit. The broker calls back through the methods of its ``TaskLink``
+(``register_repos_in``, ``broker_ended_in``, ``count_token_in``, ``task_ended``).
+"""
 
 from __future__ import annotations
 
 import collections
 import functools
 import hashlib
+import json
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +23,7 @@ import grpc
 from lobwife.v1 import tasks_pb2
 from lobwife_server.api.fields import UpdateMask
 from lobwife_server.api.rpc import CallContext, WireMessage, single_part
+from lobwife_server.auth.policy import Role
 from lobwife_server.core.errors import ApiError, failed_precondition, invalid_argument
 from lobwife_server.core.timeutil import to_us
 from lobwife_server.core.validation import (
@@ -34,14 +43,25 @@ from lobwife_server.storage import task_store
 from lobwife_server.storage import task_store as store  # the backend-neutral vocabulary and row shapes
 from lobwife_server.storage.database import BatchKind, WriteContext
 from lobwife_server.storage.interfaces import Conn, Storage, TaskChanges, TaskSnapshots, TaskStore
+from lobwife_server.tasks.broker_link import BROKER_ACTIVE, BROKER_ENDED, BROKER_STATUSES, BrokerLink
 from lobwife_server.tasks.cache import TaskCache
 from lobwife_server.tasks.watch import ChangeFeed
 
 # UpdateTask's mask names Task fields (its request repeats them): the contract's OUTPUT_ONLY ones are
 # refused there (api.fields). The request's own fields are passed over: an HTTP PATCH body's keys
 # become the mask, so they may appear in it.
-_UPDATE_MASK = UpdateMask(tasks_pb2.Task.DESCRIPTOR, store.UPDATABLE, request_only=("actor", "task_id", "update_mask"))
-_TIMESTAMP_FIELDS = frozenset({"queued_at", "assigned_at", "completed_at"})
+# `estimate_minutes_exact` and the deprecated `estimate_minutes` are one column: either path names it.
+# `token_count` is accepted (old clients send it) and ignored: the broker keeps the count.
+_UPDATE_MASK = UpdateMask(
+    tasks_pb2.Task.DESCRIPTOR,
+    [*store.UPDATABLE, "estimate_minutes_exact", "token_count"],
+    request_only=("actor", "task_id", "update_mask"),
+)
+_TIMESTAMP_FIELDS = frozenset({"queued_at", "assigned_at", "completed_at", "broker_registered_at"})
+_LIST_FIELDS = frozenset({"repos", "broker_repos"})
+#: The columns a registration by update reads besides the ones it sets.
+_REGISTRATION_COLUMNS = ("broker_repos", "broker_status", "broker_registered_at", "type")
+_ENDED = frozenset({store.STATUS_VALUE[s] for s in store.FINAL_STATUSES})
 #: The empty base of every CreateTask response; shared, so never mutated.
 _CREATE_RESPONSE = tasks_pb2.CreateTaskResponse()
 #: Rows per replay read, and of their details' bytes: what a stream replaying to a client that does not read
@@ -70,10 +90,29 @@ def _request_id_reused(request_id: str, number: int) -> ApiError:
     )
 
 
-def _estimate(value: int) -> int:
-    if value < 0 or value > MAX_ESTIMATE_MINUTES:
+def _estimate(req: tasks_pb2.CreateTaskRequest | tasks_pb2.UpdateTaskRequest) -> float | None:
+    """The estimate a request gives: ``estimate_minutes_exact`` (fractions kept), else the deprecated
+    whole minutes of older clients; None when neither is set. Whole values are ints, so that a
+    request's fingerprint does not depend on which field a client used."""
+    if req.HasField("estimate_minutes_exact"):
+        value: float = req.estimate_minutes_exact
+    elif req.HasField("estimate_minutes"):
+        value = req.estimate_minutes
+    else:
+        return None
+    if not 0 <= value <= MAX_ESTIMATE_MINUTES:  # NaN fails this too
         raise invalid_argument("estimate_minutes", f"must be between 0 and {MAX_ESTIMATE_MINUTES}")
-    return value
+    return int(value) if float(value).is_integer() else value
+
+
+def _column(path: str) -> str:
+    return "estimate_minutes" if path == "estimate_minutes_exact" else path
+
+
+def _has(req: tasks_pb2.UpdateTaskRequest, column: str) -> bool:
+    if column == "estimate_minutes":
+        return req.HasField("estimate_minutes_exact") or req.HasField("estimate_minutes")
+    return req.HasField(column)  # type: ignore[arg-type]
 
 
 @dataclass(slots=True)
@@ -128,6 +167,8 @@ class TaskService:
         self.cache: TaskSnapshots = cache or TaskCache()
         self._create_kind = BatchKind(self._create_one, self._create_many, single_statement=True)
         self._insert_created = store.CreateInserter()  # writer thread only
+        #: The token broker (app.py sets it); None: broker fields are stored and nothing else happens.
+        self.broker: BrokerLink | None = None
 
     @classmethod
     async def create(cls, db: Storage, tasks: TaskStore = task_store) -> TaskService:
@@ -181,7 +222,7 @@ class TaskService:
             check_text("assigned_to", v) if (v := req.assigned_to) else None,
             store.dump_list(repos) if repos else None,
             check_text("discord_thread_id", v) if (v := req.discord_thread_id) else None,
-            _estimate(req.estimate_minutes) if req.HasField("estimate_minutes") else None,  # 0 is a value
+            _estimate(req),  # 0 is a value
             1 if req.requires_qa else 0,
             check_text("workflow", v) if (v := req.workflow) else None,
         )
@@ -318,29 +359,44 @@ class TaskService:
 
     # -- update ------------------------------------------------------------------
 
-    def _changes(self, req: tasks_pb2.UpdateTaskRequest) -> tuple[list[str], dict[str, Any]]:
-        """The mask (validated, in order) and the column values it sets."""
+    def _changes(self, req: tasks_pb2.UpdateTaskRequest) -> tuple[dict[str, Any], bool]:
+        """The column values the mask (validated) sets, in its order, and whether it named ``token_count``
+        (accepted and ignored). ``broker_repos`` is the request's list, for the broker to validate."""
         if req.HasField("update_mask") and req.update_mask.paths:
-            names = _UPDATE_MASK.paths(req.update_mask)
+            paths = _UPDATE_MASK.paths(req.update_mask)
+            token_count = "token_count" in paths
+            names = list(dict.fromkeys(_column(n) for n in paths if n != "token_count"))
         else:
             # No mask: the fields that are set (a repeated field when non-empty).
             names = [
                 n
                 for n in store.UPDATABLE
-                if (n == "repos" and req.repos) or (n != "repos" and req.HasField(n))  # type: ignore[arg-type]
+                if (n in _LIST_FIELDS and getattr(req, n)) or (n not in _LIST_FIELDS and _has(req, n))
             ]
-        if not names:
+            token_count = req.HasField("token_count")
+        if not names and not token_count:
             raise invalid_argument("update_mask", "no valid field to update")
         values: dict[str, Any] = {}
         for n in names:
             if n == "repos":
                 values[n] = store.dump_list(check_repos("repos", req.repos)) if req.repos else None
                 continue
-            if not req.HasField(n):  # type: ignore[arg-type]
+            if n == "broker_repos":
+                if not req.broker_repos:
+                    raise invalid_argument(
+                        "broker_repos",
+                        "must not be empty: a registration needs at least one repository"
+                        " (to end it, set broker_status to deregistered)",
+                    )
+                values[n] = list(req.broker_repos)
+                continue
+            if not _has(req, n):
                 if n == "name":
                     raise invalid_argument("name", "must not be blank")
                 if n == "status":
                     raise invalid_argument("status", f"must be one of {', '.join(store.STATUS_VALUE)}")
+                if n == "broker_status":
+                    raise invalid_argument("broker_status", f"must be one of {', '.join(BROKER_STATUSES)}")
                 values[n] = store.UPDATABLE[n]
                 continue
             v = getattr(req, n)
@@ -348,39 +404,103 @@ class TaskService:
                 values[n] = check_text("name", v, MAX_NAME, required=True)
             elif n == "status":
                 values[n] = _status_text(v)
+            elif n == "broker_status":
+                word = (check_text("broker_status", v) or "").lower()
+                if word not in BROKER_STATUSES:
+                    raise invalid_argument("broker_status", f"must be one of {', '.join(BROKER_STATUSES)}")
+                values[n] = word
             elif n == "estimate_minutes":
-                values[n] = _estimate(v)
+                values[n] = _estimate(req)
             elif n == "requires_qa":
                 values[n] = 1 if v else 0
             elif n in _TIMESTAMP_FIELDS:
                 values[n] = timestamp_us(n, v)
             else:
                 values[n] = check_text(n, v) or store.UPDATABLE[n]
-        return names, values
+        given = values.get("broker_status")
+        if "broker_repos" in values and given is not None and given != BROKER_ACTIVE:
+            raise invalid_argument(
+                "broker_status", f"{given!r} ends the registration that broker_repos asks for: give one or the other"
+            )
+        return values, token_count
+
+    async def _broker_repos(self, repos: Sequence[str]) -> list[str]:
+        """``broker_repos`` checked by the broker's rule (RegisterTask's), else the tasks domain's own."""
+        if self.broker is not None:
+            return list(await self.broker.check_repos("broker_repos", repos))
+        return check_repos("broker_repos", repos)
 
     async def UpdateTask(self, req: tasks_pb2.UpdateTaskRequest, ctx: CallContext) -> tasks_pb2.UpdateTaskResponse:
         number = parse_task_number(req.task_id)
         actor = check_text("actor", req.actor) if req.HasField("actor") else None
-        names, values = self._changes(req)
+        values, _ = self._changes(req)
+        # What the update asks of the broker, settled before the write: nothing is stored if it fails.
+        repos = await self._broker_repos(values["broker_repos"]) if "broker_repos" in values else None
+        if repos is not None:
+            values["broker_repos"] = store.dump_list(repos)
+        register = repos is not None or values.get("broker_status") == BROKER_ACTIVE
+        if register and getattr(ctx.identity, "role", None) is Role.TASK:
+            # A task may update its own task, but never widen what GitHub lets it reach: registering is
+            # the fleet's (BrokerService.RegisterTask is admin only). Ending its own access is allowed.
+            raise ApiError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "broker_repos: a task credential may not register its task with the token broker",
+                reason="TASK_MAY_NOT_REGISTER",
+            )
+        ending = values.get("broker_status") if values.get("broker_status") in BROKER_ENDED else None
+        broker = self.broker
+        who = broker.identity_of(ctx) if broker is not None and (register or ending) else ""
+        columns = list(values)
+        if register:
+            columns += [c for c in _REGISTRATION_COLUMNS if c not in values]
 
         def write(conn: Conn, wctx: WriteContext) -> tuple[tasks_pb2.Task, list[str]]:
-            found = self.store.status_and_values(conn, number, list(values))
+            found = self.store.status_and_values(conn, number, columns)
             if found is None:
                 raise task_not_found(number)
             current, last_update, stored = found
             if current == "cancelled":
                 raise failed_precondition(f"Task T{number} is cancelled", reason="TASK_CANCELLED")
+            now = store.next_stamp(last_update)
+            wanted = dict(values)
+            new_status = wanted.get("status") or current
+            registered, ended = False, 0
+            scope: Sequence[str] = ()
+            if register:
+                if new_status in store.FINAL_STATUSES:
+                    # As RegisterTaskRepos: a finished task needs no tokens.
+                    raise failed_precondition(
+                        f"Task T{number} is {new_status}: only an unfinished task can register repositories",
+                        reason="TASK_ALREADY_FINAL",
+                    )
+                scope = repos if repos is not None else json.loads(stored["broker_repos"] or "[]")
+                if not scope:
+                    raise invalid_argument(
+                        "broker_status", "active needs broker_repos: the task has none; give them in the same update"
+                    )
+                wanted["broker_status"] = BROKER_ACTIVE
+                if broker is not None:
+                    lobster_type = wanted.get("type") or stored["type"] or "swe"
+                    registered = broker.register_in(conn, wctx, number, scope, lobster_type, who)
+            if ending is not None and broker is not None:
+                ended = broker.deregister_in(conn, wctx, number, who, f"broker_status set to {ending}")
             # Only what changes is written: an update that sets every field to the value it
             # has writes nothing, logs no event and leaves updated_at (and so every cache and watch) alone.
-            changed = [n for n in names if stored[n] != values[n]]
-            if not changed:
+            changed = [n for n in wanted if stored[n] != wanted[n]]
+            if (
+                register
+                and "broker_registered_at" not in values
+                and (registered or "broker_repos" in changed or "broker_status" in changed)
+            ):
+                # A registration is stamped unless the client gave the time (as the old client does).
+                wanted["broker_registered_at"] = now
+                changed.append("broker_registered_at")
+            if not changed and not registered and not ended:
                 task = self.store.get_task(conn, number)
                 assert task is not None
                 return task, changed
-            now = store.next_stamp(last_update)
-            changes = {n: values[n] for n in changed}
-            new_status = changes.get("status")
-            if new_status is not None and new_status != current:
+            changes = {n: wanted[n] for n in changed}
+            if new_status != current:
                 # Stamp the status move unless the client set the time itself (even to the time it has).
                 if new_status == "active" and "assigned_at" not in values:
                     changes["assigned_at"] = now
@@ -390,10 +510,23 @@ class TaskService:
                     changes["queued_at"] = now
             changes["updated_at"] = now
             self.store.update_task(conn, number, changes)
-            event = self.store.insert_event(conn, number, "updated", "Updated: " + ", ".join(changed), actor, now)
+            events = []
+            if changed:
+                events.append(
+                    self.store.insert_event(conn, number, "updated", "Updated: " + ", ".join(changed), actor, now)
+                )
+            if registered:
+                detail = "repos=" + ", ".join(scope)
+                events.append(self.store.insert_event(conn, number, "broker_registered", detail, actor, now))
+            if ended:
+                detail = f"{ended} registration(s) ended: broker_status set to {ending}"
+                events.append(self.store.insert_event(conn, number, "broker_deregistered", detail, actor, now))
             task = self.store.get_task(conn, number)
             assert task is not None
-            self._publish(wctx, event, task)
+            for event in events:
+                self._publish(wctx, event, task)
+            if broker is not None and new_status != current and new_status in store.FINAL_STATUSES:
+                wctx.after_commit(lambda: broker.task_finished(number, new_status))
             return task, changed
 
         task, changed = await self.db.write(write)
@@ -403,6 +536,7 @@ class TaskService:
         number = parse_task_number(req.task_id)
         actor = check_text("actor", req.actor) if req.HasField("actor") else None
         reason = check_text("reason", req.reason, MAX_DETAIL, multiline=True) if req.HasField("reason") else None
+        broker = self.broker
 
         def write(conn: Conn, wctx: WriteContext) -> tasks_pb2.Task:
             found = self.store.status_of(conn, number)
@@ -419,6 +553,8 @@ class TaskService:
             task = self.store.get_task(conn, number)
             assert task is not None
             self._publish(wctx, event, task)
+            if broker is not None:
+                wctx.after_commit(lambda: broker.task_finished(number, "cancelled"))
             return task
 
         task = await self.db.write(write)
@@ -476,36 +612,97 @@ class TaskService:
         )
         actor = (check_text("actor", req.actor) if req.HasField("actor") else None) or lobster_type
 
-        def write(conn: Conn, wctx: WriteContext) -> tasks_pb2.Task:
-            found = self.store.status_of(conn, number)
-            if found is None:
-                raise task_not_found(number)
-            current, last_update = found
-            if current in store.FINAL_STATUSES:
-                # A finished task needs no tokens: registering it would make the broker hand them out again.
-                raise failed_precondition(
-                    f"Task T{number} is {current}: only an unfinished task can register repositories",
-                    reason="TASK_ALREADY_FINAL",
-                )
-            now = store.next_stamp(last_update)
-            self.store.update_task(
-                conn,
-                number,
-                {
-                    "broker_repos": store.dump_list(repos),
-                    "broker_status": "active",
-                    "broker_registered_at": now,
-                    "updated_at": now,
-                },
-            )
-            event = self.store.insert_event(conn, number, "broker_registered", "repos=" + ", ".join(repos), actor, now)
-            task = self.store.get_task(conn, number)
-            assert task is not None
-            self._publish(wctx, event, task)
-            return task
-
-        task = await self.db.write(write)
+        task = await self.db.write(
+            lambda conn, wctx: self.register_repos_in(conn, wctx, number, repos, lobster_type, actor)
+        )
         return tasks_pb2.RegisterTaskReposResponse(status="registered", task_id=task.task_id, task=task)
+
+    def register_repos_in(
+        self, conn: Conn, wctx: WriteContext, number: int, repos: Sequence[str], lobster_type: str, actor: str
+    ) -> tasks_pb2.Task:
+        """Sets task ``number``'s broker fields and logs ``broker_registered``, inside the caller's write
+        (RegisterTaskRepos's, or the broker's RegisterTask's: one transaction with its registration).
+        NOT_FOUND / FAILED_PRECONDITION (finished task) raise before anything is written."""
+        found = self.store.status_of(conn, number)
+        if found is None:
+            raise task_not_found(number)
+        current, last_update = found
+        if current in store.FINAL_STATUSES:
+            # A finished task needs no tokens: registering it would make the broker hand them out again.
+            raise failed_precondition(
+                f"Task T{number} is {current}: only an unfinished task can register repositories",
+                reason="TASK_ALREADY_FINAL",
+            )
+        now = store.next_stamp(last_update)
+        self.store.update_task(
+            conn,
+            number,
+            {
+                "broker_repos": store.dump_list(repos),
+                "broker_status": "active",
+                "broker_registered_at": now,
+                "updated_at": now,
+            },
+        )
+        event = self.store.insert_event(conn, number, "broker_registered", "repos=" + ", ".join(repos), actor, now)
+        task = self.store.get_task(conn, number)
+        assert task is not None
+        self._publish(wctx, event, task)
+        return task
+
+    def broker_ended_in(
+        self, conn: Conn, wctx: WriteContext, number: int, status: str, detail: str, actor: str | None
+    ) -> None:
+        """Sets task ``number``'s ``broker_status`` to ``status`` (``deregistered``, ``expired``) and logs
+        ``broker_deregistered``, inside the broker's write that ended its last active registration.
+        Nothing when there is no such task or it already says so."""
+        found = self.store.status_and_values(conn, number, ["broker_status"])
+        if found is None or found[2]["broker_status"] == status:
+            return
+        now = store.next_stamp(found[1])
+        self.store.update_task(conn, number, {"broker_status": status, "updated_at": now})
+        event = self.store.insert_event(conn, number, "broker_deregistered", detail, actor, now)
+        task = self.store.get_task(conn, number)
+        assert task is not None
+        self._publish(wctx, event, task)
+
+    def count_token_in(self, conn: Conn, wctx: WriteContext, number: int) -> None:
+        """One more token on task ``number``'s ``token_count``, inside the broker's write that issued it.
+
+        No event: the token audit records every token, and an event per token (a ``gh`` wrapper asks
+        for one per call) would drown the task's trail. ``updated_at`` moves all the same, so the
+        snapshot's version moves with its content (the cache and list reads rely on it).
+        """
+        found = self.store.status_of(conn, number)
+        if found is None:
+            return
+        now = store.next_stamp(found[1])
+        self.store.add_token(conn, number, now)
+        task = self.store.get_task(conn, number)
+        assert task is not None
+        data = task.SerializeToString()
+        wctx.after_commit(lambda: self.cache.put(task, data, now))
+
+    async def snapshot(self, number: int) -> tasks_pb2.Task | None:
+        """Task ``number`` as committed: from the write-through cache when it holds it, else one read
+        (which fills the cache)."""
+        data = self.cache.get_bytes(number)
+        if data is not None:
+            return tasks_pb2.Task.FromString(data)
+        mark = self.cache.mark()
+        task = await self.db.read(lambda c: self.store.get_task(c, number))
+        if task is not None:
+            self.cache.fill(task, mark)
+        return task
+
+    async def task_ended(self, number: int) -> bool:
+        """Whether task ``number`` is completed, failed or cancelled (False when there is no such task):
+        from the write-through cache when it holds the task, else one read."""
+        data = self.cache.get_bytes(number)
+        if data is not None:
+            return tasks_pb2.Task.FromString(data).status in _ENDED
+        found = await self.db.read(lambda c: self.store.status_of(c, number))
+        return found is not None and found[0] in store.FINAL_STATUSES
 
     # -- watch -------------------------------------------------------------------
 
@@ -514,13 +711,22 @@ class TaskService:
     ) -> AsyncIterator[tasks_pb2.WatchTasksResponse]:
         if req.after_cursor < 0:
             raise invalid_argument("after_cursor", "must not be negative")
+        if req.from_now and req.after_cursor:
+            raise invalid_argument("from_now", "give either from_now or an after_cursor, not both")
         only = parse_task_number(req.task_id) if req.task_id else None
         # Subscribe before reading the database so nothing published in
         # between is lost; anything seen twice is dropped by cursor.
         sub = self.feed.subscribe()
         try:
-            cursor = req.after_cursor or self.feed.last_cursor
+            # Cursor 0 is before the first event: without from_now the stream replays
+            # everything retained (in bounded pages), so a change made between a
+            # server restart and a client's reconnect cannot fall into a gap.
+            cursor = self.feed.last_cursor if req.from_now else req.after_cursor
             replay = cursor < self.feed.last_cursor
+            if req.from_now:
+                # The position alone: the client holds a resume point even if
+                # nothing happens before it is disconnected.
+                yield tasks_pb2.WatchTasksResponse(cursor=cursor)
             while True:
                 if replay:
                     sub.reset()

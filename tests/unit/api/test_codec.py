@@ -64,6 +64,10 @@ def _type_zoo() -> type[Message]:
 Zoo: Any = _type_zoo()
 
 
+#: Task's JSON keys, in order: estimate_minutes_exact is `estimate_minutes`, in the place of the int32 it supersedes.
+TASK_KEYS = [f.name for f in tasks_pb2.Task.DESCRIPTOR.fields if f.name != "estimate_minutes_exact"]
+
+
 def full_task() -> tasks_pb2.Task:
     t = tasks_pb2.Task(
         id=2**62 + 1,
@@ -78,6 +82,7 @@ def full_task() -> tasks_pb2.Task:
         repos=["org/a", "org/b"],
         discord_thread_id="123456789012345678",
         estimate_minutes=30,
+        estimate_minutes_exact=30,
         requires_qa=True,
         workflow="default",
         broker_repos=["org/a"],
@@ -153,15 +158,16 @@ def test_task_to_json_numbers_enums_timestamps() -> None:
     assert out["updated_at"] == "2026-02-16T12:00:01.250000Z"  # microseconds when non-zero
     assert out["queued_at"] == "2026-02-16T12:00:02.123456789Z"  # nanoseconds when needed
     assert out["completed_at"] is None
-    # Field names are proto names and come in field order.
-    assert list(out) == [f.name for f in tasks_pb2.Task.DESCRIPTOR.fields]
+    # Field names are proto names and come in field order (estimate_minutes_exact takes the key and
+    # the place of the int32 estimate_minutes it supersedes).
+    assert list(out) == TASK_KEYS
     text = codec.encode(out)
     assert b'"id":4611686018427387905' in text and b'"status":"active"' in text
 
 
 def test_every_field_present_with_stable_shape() -> None:
     out = codec.to_json_obj(tasks_pb2.Task())
-    assert list(out) == [f.name for f in tasks_pb2.Task.DESCRIPTOR.fields]
+    assert list(out) == TASK_KEYS
     assert out["id"] == 0 and out["name"] == "" and out["requires_qa"] is False  # plain scalars: their value
     assert out["status"] is None  # the UNSPECIFIED zero value
     assert out["slug"] is None and out["estimate_minutes"] is None  # proto3 optional, unset
@@ -170,7 +176,7 @@ def test_every_field_present_with_stable_shape() -> None:
     job = codec.to_json_obj(jobs_pb2.Job())
     assert job["env"] == {} and job["cron"] is None and job["interval"] is None and job["retry"] is None
     # An optional field set to its default is present, and shown.
-    t = tasks_pb2.Task(estimate_minutes=0, slug="")
+    t = tasks_pb2.Task(estimate_minutes_exact=0, slug="")
     out = codec.to_json_obj(t)
     assert out["estimate_minutes"] == 0 and out["slug"] == ""
 
@@ -266,6 +272,7 @@ def roundtrip(msg: Message) -> Message:
 
 def test_task_round_trip() -> None:
     t = full_task()
+    t.ClearField("estimate_minutes")  # gRPC-only (estimate_minutes_exact took its key): not in the JSON
     assert roundtrip(t) == t
     assert roundtrip(tasks_pb2.Task()) == tasks_pb2.Task()
 
@@ -286,6 +293,7 @@ def test_round_trip_other_task_messages() -> None:
     ev = tasks_pb2.WatchTasksResponse(cursor=17, event=tasks_pb2.TaskEvent(id=17, task_id=42, event_type="created"))
     ev.event.created_at.FromSeconds(1)
     ev.task.CopyFrom(full_task())
+    ev.task.ClearField("estimate_minutes")  # gRPC-only: not in the JSON
     assert roundtrip(ev) == ev
     req = tasks_pb2.UpdateTaskRequest(task_id="T1", status=tasks_pb2.TASK_STATUS_BLOCKED, requires_qa=False)
     req.update_mask.paths.extend(["status", "requires_qa"])
@@ -301,10 +309,30 @@ def test_json_name_limit_and_proto_name() -> None:
     assert by_json.page_size == by_proto.page_size == 5
     assert present == ["page_size"]
     camel, _ = codec.from_json_obj({"estimateMinutes": 3}, tasks_pb2.CreateTaskRequest)
-    assert camel.estimate_minutes == 3
+    assert camel.estimate_minutes_exact == 3  # the superseded field's JSON name sets its successor
     msg = parse_err({"limit": 5, "page_size": 6}, tasks_pb2.ListTasksRequest)
     assert "page_size" in msg and "more than once" in msg
     assert parse_err({"limit": "x"}, tasks_pb2.ListTasksRequest) == "limit: expected an integer, got string"
+
+
+def test_http_json_key_supersedes_the_older_field() -> None:
+    # Task.estimate_minutes_exact (double) is `estimate_minutes` over HTTP; the int32 it supersedes is not there.
+    t = tasks_pb2.Task(estimate_minutes=12, estimate_minutes_exact=12.5)
+    out = codec.to_json_obj(t)
+    assert out["estimate_minutes"] == 12.5 and "estimate_minutes_exact" not in out
+    assert not any(k.startswith("\x00") for k in out)
+    # Whole values stay JSON integers, as the old integer key's clients read them.
+    assert (
+        codec.encode(codec.to_json_obj(tasks_pb2.Task(estimate_minutes_exact=30))).count(b'"estimate_minutes":30,') == 1
+    )
+    # Every name sets the new field: its key, its own proto and JSON names, the old field's JSON name.
+    for key in ("estimate_minutes", "estimate_minutes_exact", "estimateMinutesExact", "estimateMinutes"):
+        msg, present = codec.from_json_obj({key: 12.5}, tasks_pb2.UpdateTaskRequest)
+        assert msg.estimate_minutes_exact == 12.5 and not msg.HasField("estimate_minutes")
+        assert present == ["estimate_minutes_exact"]
+    msg2 = parse_err({"estimate_minutes": 1, "estimateMinutes": 2}, tasks_pb2.UpdateTaskRequest)
+    assert "more than once" in msg2
+    assert parse_err({"estimate_minutes": "soon"}) == "estimate_minutes: expected a number, got string"
 
 
 def test_null_is_present_but_unset_and_unknown_keys_ignored() -> None:
@@ -333,32 +361,32 @@ def test_top_level_must_be_object() -> None:
     [(30, 30), ("30", 30), ("-7", -7), (5.0, 5), (2**31 - 1, 2**31 - 1), (-(2**31), -(2**31)), (1e3, 1000)],
 )
 def test_int32_accepts(value: Any, expected: int) -> None:
-    msg, _ = codec.from_json_obj({"estimate_minutes": value}, tasks_pb2.CreateTaskRequest)
-    assert msg.estimate_minutes == expected
+    msg, _ = codec.from_json_obj({"page_size": value}, tasks_pb2.ListTasksRequest)
+    assert msg.page_size == expected
 
 
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ("abc", "estimate_minutes: expected an integer, got string"),
-        ("1.5", "estimate_minutes: expected an integer, got string"),
-        (" 7", "estimate_minutes: expected an integer, got string"),
-        ("1_000", "estimate_minutes: expected an integer, got string"),
-        ("٣", "estimate_minutes: expected an integer, got string"),  # a non-ASCII digit
-        ("", "estimate_minutes: expected an integer, got string"),
-        (1.5, "estimate_minutes: expected an integer, got 1.5"),
-        (True, "estimate_minutes: expected an integer, got boolean"),
-        ([1], "estimate_minutes: expected an integer, got array"),
-        ({}, "estimate_minutes: expected an integer, got object"),
-        (2**31, "estimate_minutes: 2147483648 is out of range for int32"),
-        (-(2**31) - 1, "estimate_minutes: -2147483649 is out of range for int32"),
-        ("99999999999", "estimate_minutes: 99999999999 is out of range for int32"),
+        ("abc", "page_size: expected an integer, got string"),
+        ("1.5", "page_size: expected an integer, got string"),
+        (" 7", "page_size: expected an integer, got string"),
+        ("1_000", "page_size: expected an integer, got string"),
+        ("٣", "page_size: expected an integer, got string"),  # a non-ASCII digit
+        ("", "page_size: expected an integer, got string"),
+        (1.5, "page_size: expected an integer, got 1.5"),
+        (True, "page_size: expected an integer, got boolean"),
+        ([1], "page_size: expected an integer, got array"),
+        ({}, "page_size: expected an integer, got object"),
+        (2**31, "page_size: 2147483648 is out of range for int32"),
+        (-(2**31) - 1, "page_size: -2147483649 is out of range for int32"),
+        ("99999999999", "page_size: 99999999999 is out of range for int32"),
         ("9" * 400, "is out of range for int32"),
         (1e23, "is out of range for int32"),
     ],
 )
 def test_int32_rejects(value: Any, message: str) -> None:
-    assert message in parse_err({"estimate_minutes": value})
+    assert message in parse_err({"page_size": value}, tasks_pb2.ListTasksRequest)
 
 
 def test_int64_and_unsigned_ranges() -> None:

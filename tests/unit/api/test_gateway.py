@@ -64,8 +64,8 @@ class FakeTasks:
             repos=req.repos,
             requires_qa=req.requires_qa,
         )
-        if req.HasField("estimate_minutes"):
-            t.estimate_minutes = req.estimate_minutes
+        if req.HasField("estimate_minutes_exact"):  # the HTTP JSON's `estimate_minutes`
+            t.estimate_minutes_exact = req.estimate_minutes_exact
         t.created_at.FromSeconds(1771243200 + n)
         self.tasks[n] = t
         return tasks_pb2.CreateTaskResponse(task=t)
@@ -301,9 +301,9 @@ async def test_query_param_errors(gw: Gateway) -> None:
 
 async def test_body_errors(gw: Gateway) -> None:
     status, body, _ = await gw.call("POST", "/api/v1/tasks", {"name": "x", "estimate_minutes": "soon"})
-    assert status == 400 and body["error"] == "estimate_minutes: expected an integer, got string"
+    assert status == 400 and body["error"] == "estimate_minutes: expected a number, got string"
     assert body["details"][0]["field_violations"] == [
-        {"field": "estimate_minutes", "description": "expected an integer, got string"}
+        {"field": "estimate_minutes", "description": "expected a number, got string"}
     ]
     status, body, _ = await gw.call("POST", "/api/v1/tasks", [1, 2])
     assert status == 400 and body["error"] == "body: expected a JSON object, got array"
@@ -333,7 +333,8 @@ async def test_patch_derives_update_mask_from_body_keys(gw: Gateway) -> None:
     assert req.task_id == "T1"  # the path wins over the body
     # Present keys that are fields, by proto name, in body order; `null` counts
     # (it clears), unknown keys and path-bound fields do not.
-    assert list(req.update_mask.paths) == ["status", "slug", "actor", "estimate_minutes"]
+    # The mask names fields by proto name: the HTTP key `estimate_minutes` is estimate_minutes_exact.
+    assert list(req.update_mask.paths) == ["status", "slug", "actor", "estimate_minutes_exact"]
     assert not req.HasField("slug") and req.status == tasks_pb2.TASK_STATUS_ACTIVE
     assert resp["id"] == 1 and resp["task_id"] == "T1" and resp["updated"] == list(req.update_mask.paths)
     # An explicit mask is the client's and stays as given.

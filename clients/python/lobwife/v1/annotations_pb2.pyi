@@ -13,6 +13,7 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 HTTP_SUCCESS_CODE_FIELD_NUMBER: _builtins.int
 HTTP_QUERY_ALIAS_FIELD_NUMBER: _builtins.int
+HTTP_JSON_KEY_FIELD_NUMBER: _builtins.int
 http_success_code: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, _builtins.int]
 """HTTP status code of a successful response through the gateway. 0 means 200."""
 http_query_alias: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, _containers.RepeatedScalarFieldContainer[_builtins.str]]
@@ -21,4 +22,13 @@ proto name and JSON name: `?since=` is `created_after` on
 `GET /api/v1/tasks`, the name the CLI (`--since`) uses. Only for fields of a
 request message itself (not nested ones). Giving a field under two of its
 names in one request is an error naming the field.
+"""
+http_json_key: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, _builtins.str]
+"""The key of this field in the HTTP gateway's JSON, in bodies and responses,
+instead of its proto name. For a field that supersedes an older one whose
+legacy JSON key must keep working with the new type: the key is the older
+field's proto name, and that older field is then left out of the HTTP JSON
+(it stays on gRPC for typed clients built before the change; its JSON
+names, such as its lowerCamelCase one, set this field over HTTP). The field's
+own proto and JSON names are accepted on input too.
 """

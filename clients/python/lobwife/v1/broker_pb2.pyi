@@ -30,14 +30,22 @@ class Registration(_message.Message):
     REGISTERED_AT_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     TOKEN_COUNT_FIELD_NUMBER: _builtins.int
+    LAST_USED_AT_FIELD_NUMBER: _builtins.int
+    TASK_FIELD_NUMBER: _builtins.int
     lobster_type: _builtins.str
     status: _builtins.str
     """`active` or `expired`."""
     token_count: _builtins.int
+    task: _builtins.str
+    """The task the reference matched when it registered (`T42`); empty when none."""
     @_builtins.property
     def repos(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def registered_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_used_at(self) -> _timestamp_pb2.Timestamp:
+        """The last token request; unset when there was none."""
+
     def __init__(
         self,
         *,
@@ -46,10 +54,12 @@ class Registration(_message.Message):
         registered_at: _timestamp_pb2.Timestamp | None = ...,
         status: _builtins.str = ...,
         token_count: _builtins.int = ...,
+        last_used_at: _timestamp_pb2.Timestamp | None = ...,
+        task: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["registered_at", b"registered_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_used_at", b"last_used_at", "registered_at", b"registered_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["lobster_type", b"lobster_type", "registered_at", b"registered_at", "repos", b"repos", "status", b"status", "token_count", b"token_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_used_at", b"last_used_at", "lobster_type", b"lobster_type", "registered_at", b"registered_at", "repos", b"repos", "status", b"status", "task", b"task", "token_count", b"token_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -100,9 +110,23 @@ class TokenAuditEntry(_message.Message):
     TASK_ID_FIELD_NUMBER: _builtins.int
     REPOS_FIELD_NUMBER: _builtins.int
     ACTION_FIELD_NUMBER: _builtins.int
+    IDENTITY_FIELD_NUMBER: _builtins.int
+    TOKEN_SHA256_PREFIX_FIELD_NUMBER: _builtins.int
+    REUSED_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     action: _builtins.str
-    """`task_registered`, `task_deregistered`, `token_issued` or `service_token_issued`."""
+    """`task_registered`, `task_deregistered`, `token_issued`, `service_token_issued`,
+    `token_denied`, `token_revoked` or `registration_expired`.
+    """
+    identity: _builtins.str
+    """Who asked: the caller's identity (its subject) when auth is on; empty otherwise."""
+    token_sha256_prefix: _builtins.str
+    """The first 16 hex digits of the SHA-256 of the token concerned; empty when none."""
+    reused: _builtins.bool
+    """The token was handed out from the cache, not fetched from GitHub for this call."""
+    detail: _builtins.str
+    """Why, for a refusal, an expiry or a revocation."""
     @_builtins.property
     def timestamp(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -114,10 +138,14 @@ class TokenAuditEntry(_message.Message):
         task_id: _builtins.str = ...,
         repos: _abc.Iterable[_builtins.str] | None = ...,
         action: _builtins.str = ...,
+        identity: _builtins.str = ...,
+        token_sha256_prefix: _builtins.str = ...,
+        reused: _builtins.bool = ...,
+        detail: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["timestamp", b"timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "repos", b"repos", "task_id", b"task_id", "timestamp", b"timestamp"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "detail", b"detail", "identity", b"identity", "repos", b"repos", "reused", b"reused", "task_id", b"task_id", "timestamp", b"timestamp", "token_sha256_prefix", b"token_sha256_prefix"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

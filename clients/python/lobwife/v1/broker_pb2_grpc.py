@@ -31,8 +31,9 @@ class BrokerServiceStub:
 
     A task reference may be `T42`, a task's slug, its name, or its `assigned_to`
     value. A registration whose reference matches no task is kept on its own.
-
-    Not built yet: every RPC answers UNIMPLEMENTED until the broker lands.
+    Every registration, deregistration, token handed out (fresh or from the
+    cache), revocation and refusal is in the audit log, committed before the
+    call is answered; the log holds a token's SHA-256 prefix, never the token.
     """
 
     def __init__(self, channel):
@@ -84,12 +85,16 @@ class BrokerServiceServicer:
 
     A task reference may be `T42`, a task's slug, its name, or its `assigned_to`
     value. A registration whose reference matches no task is kept on its own.
-
-    Not built yet: every RPC answers UNIMPLEMENTED until the broker lands.
+    Every registration, deregistration, token handed out (fresh or from the
+    cache), revocation and refusal is in the audit log, committed before the
+    call is answered; the log holds a token's SHA-256 prefix, never the token.
     """
 
     def RegisterTask(self, request, context):
-        """Registers the repositories a task may get tokens for.
+        """Registers the repositories a task may get tokens for (1 to 500 `owner/name`,
+        each on the GitHub App installation's account). A reference that matches a
+        task also sets the task's broker fields and logs `broker_registered` on it;
+        FAILED_PRECONDITION (HTTP 409) when that task is finished.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -111,7 +116,9 @@ class BrokerServiceServicer:
 
     def IssueTaskToken(self, request, context):
         """A token scoped to the task's registered repositories.
-        PERMISSION_DENIED (403) when the task is not registered or not active;
+        PERMISSION_DENIED (403) when the task is not registered or not active, or
+        when the task it names is completed, failed or cancelled (which ends the
+        registration and revokes its cached tokens);
         UNAVAILABLE (503) when the broker is not configured or GitHub is unreachable.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -191,8 +198,9 @@ class BrokerService:
 
     A task reference may be `T42`, a task's slug, its name, or its `assigned_to`
     value. A registration whose reference matches no task is kept on its own.
-
-    Not built yet: every RPC answers UNIMPLEMENTED until the broker lands.
+    Every registration, deregistration, token handed out (fresh or from the
+    cache), revocation and refusal is in the audit log, committed before the
+    call is answered; the log holds a token's SHA-256 prefix, never the token.
     """
 
     @staticmethod

@@ -32,8 +32,9 @@ class BrokerServiceStub:
 
     A task reference may be `T42`, a task's slug, its name, or its `assigned_to`
     value. A registration whose reference matches no task is kept on its own.
-
-    Not built yet: every RPC answers UNIMPLEMENTED until the broker lands.
+    Every registration, deregistration, token handed out (fresh or from the
+    cache), revocation and refusal is in the audit log, committed before the
+    call is answered; the log holds a token's SHA-256 prefix, never the token.
     """
 
     @_typing.overload
@@ -41,14 +42,20 @@ class BrokerServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> BrokerServiceAsyncStub: ...
     RegisterTask: _grpc.UnaryUnaryMultiCallable[_broker_pb2.RegisterTaskRequest, _broker_pb2.RegisterTaskResponse]
-    """Registers the repositories a task may get tokens for."""
+    """Registers the repositories a task may get tokens for (1 to 500 `owner/name`,
+    each on the GitHub App installation's account). A reference that matches a
+    task also sets the task's broker fields and logs `broker_registered` on it;
+    FAILED_PRECONDITION (HTTP 409) when that task is finished.
+    """
     DeregisterTask: _grpc.UnaryUnaryMultiCallable[_broker_pb2.DeregisterTaskRequest, _broker_pb2.DeregisterTaskResponse]
     """Removes a task's registration; later token requests are refused."""
     ListRegistrations: _grpc.UnaryUnaryMultiCallable[_broker_pb2.ListRegistrationsRequest, _broker_pb2.ListRegistrationsResponse]
     """All registrations by reference."""
     IssueTaskToken: _grpc.UnaryUnaryMultiCallable[_broker_pb2.IssueTaskTokenRequest, _broker_pb2.IssueTaskTokenResponse]
     """A token scoped to the task's registered repositories.
-    PERMISSION_DENIED (403) when the task is not registered or not active;
+    PERMISSION_DENIED (403) when the task is not registered or not active, or
+    when the task it names is completed, failed or cancelled (which ends the
+    registration and revokes its cached tokens);
     UNAVAILABLE (503) when the broker is not configured or GitHub is unreachable.
     """
     IssueServiceToken: _grpc.UnaryUnaryMultiCallable[_broker_pb2.IssueServiceTokenRequest, _broker_pb2.IssueServiceTokenResponse]
@@ -65,20 +72,27 @@ class BrokerServiceAsyncStub(BrokerServiceStub):
 
     A task reference may be `T42`, a task's slug, its name, or its `assigned_to`
     value. A registration whose reference matches no task is kept on its own.
-
-    Not built yet: every RPC answers UNIMPLEMENTED until the broker lands.
+    Every registration, deregistration, token handed out (fresh or from the
+    cache), revocation and refusal is in the audit log, committed before the
+    call is answered; the log holds a token's SHA-256 prefix, never the token.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     RegisterTask: _aio.UnaryUnaryMultiCallable[_broker_pb2.RegisterTaskRequest, _broker_pb2.RegisterTaskResponse]  # type: ignore[assignment]
-    """Registers the repositories a task may get tokens for."""
+    """Registers the repositories a task may get tokens for (1 to 500 `owner/name`,
+    each on the GitHub App installation's account). A reference that matches a
+    task also sets the task's broker fields and logs `broker_registered` on it;
+    FAILED_PRECONDITION (HTTP 409) when that task is finished.
+    """
     DeregisterTask: _aio.UnaryUnaryMultiCallable[_broker_pb2.DeregisterTaskRequest, _broker_pb2.DeregisterTaskResponse]  # type: ignore[assignment]
     """Removes a task's registration; later token requests are refused."""
     ListRegistrations: _aio.UnaryUnaryMultiCallable[_broker_pb2.ListRegistrationsRequest, _broker_pb2.ListRegistrationsResponse]  # type: ignore[assignment]
     """All registrations by reference."""
     IssueTaskToken: _aio.UnaryUnaryMultiCallable[_broker_pb2.IssueTaskTokenRequest, _broker_pb2.IssueTaskTokenResponse]  # type: ignore[assignment]
     """A token scoped to the task's registered repositories.
-    PERMISSION_DENIED (403) when the task is not registered or not active;
+    PERMISSION_DENIED (403) when the task is not registered or not active, or
+    when the task it names is completed, failed or cancelled (which ends the
+    registration and revokes its cached tokens);
     UNAVAILABLE (503) when the broker is not configured or GitHub is unreachable.
     """
     IssueServiceToken: _aio.UnaryUnaryMultiCallable[_broker_pb2.IssueServiceTokenRequest, _broker_pb2.IssueServiceTokenResponse]  # type: ignore[assignment]
@@ -94,8 +108,9 @@ class BrokerServiceServicer(metaclass=_abc_1.ABCMeta):
 
     A task reference may be `T42`, a task's slug, its name, or its `assigned_to`
     value. A registration whose reference matches no task is kept on its own.
-
-    Not built yet: every RPC answers UNIMPLEMENTED until the broker lands.
+    Every registration, deregistration, token handed out (fresh or from the
+    cache), revocation and refusal is in the audit log, committed before the
+    call is answered; the log holds a token's SHA-256 prefix, never the token.
     """
 
     @_abc_1.abstractmethod
@@ -104,7 +119,11 @@ class BrokerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _broker_pb2.RegisterTaskRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_broker_pb2.RegisterTaskResponse, _abc.Awaitable[_broker_pb2.RegisterTaskResponse]]:
-        """Registers the repositories a task may get tokens for."""
+        """Registers the repositories a task may get tokens for (1 to 500 `owner/name`,
+        each on the GitHub App installation's account). A reference that matches a
+        task also sets the task's broker fields and logs `broker_registered` on it;
+        FAILED_PRECONDITION (HTTP 409) when that task is finished.
+        """
 
     @_abc_1.abstractmethod
     def DeregisterTask(
@@ -129,7 +148,9 @@ class BrokerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_broker_pb2.IssueTaskTokenResponse, _abc.Awaitable[_broker_pb2.IssueTaskTokenResponse]]:
         """A token scoped to the task's registered repositories.
-        PERMISSION_DENIED (403) when the task is not registered or not active;
+        PERMISSION_DENIED (403) when the task is not registered or not active, or
+        when the task it names is completed, failed or cancelled (which ends the
+        registration and revokes its cached tokens);
         UNAVAILABLE (503) when the broker is not configured or GitHub is unreachable.
         """
 

@@ -5,10 +5,11 @@ docs derive theirs from."""
 
 from google.protobuf.descriptor import ServiceDescriptor
 
-from lobwife.v1 import audits_pb2, broker_pb2, costs_pb2, jobs_pb2, system_pb2, tasks_pb2
+from lobwife.v1 import audits_pb2, auth_pb2, broker_pb2, costs_pb2, jobs_pb2, system_pb2, tasks_pb2
 
 SERVICES: tuple[ServiceDescriptor, ...] = (
     audits_pb2.DESCRIPTOR.services_by_name["AuditService"],
+    auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
     broker_pb2.DESCRIPTOR.services_by_name["BrokerService"],
     costs_pb2.DESCRIPTOR.services_by_name["CostService"],
     jobs_pb2.DESCRIPTOR.services_by_name["JobService"],

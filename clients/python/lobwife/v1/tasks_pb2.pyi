@@ -19,6 +19,11 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
+if sys.version_info >= (3, 13):
+    from warnings import deprecated as _deprecated
+else:
+    from typing_extensions import deprecated as _deprecated
+
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class _TaskStatus:
@@ -89,6 +94,7 @@ class Task(_message.Message):
     TOKEN_COUNT_FIELD_NUMBER: _builtins.int
     BROKER_REGISTERED_AT_FIELD_NUMBER: _builtins.int
     CREATED_BY_FIELD_NUMBER: _builtins.int
+    ESTIMATE_MINUTES_EXACT_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     """Sequential number; the task's identity."""
     task_id: _builtins.str
@@ -106,13 +112,42 @@ class Task(_message.Message):
     assigned_to: _builtins.str
     """The worker (job name) the task is assigned to."""
     discord_thread_id: _builtins.str
-    estimate_minutes: _builtins.int
+    @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def estimate_minutes(self) -> _builtins.int:
+        """Deprecated: the estimate in whole minutes (truncated), for clients built
+        before `estimate_minutes_exact`; unset when it does not fit an int32. Read
+        `estimate_minutes_exact`. Not in the HTTP JSON, whose `estimate_minutes` is
+        `estimate_minutes_exact`.
+        """
+
+    @estimate_minutes.setter
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def estimate_minutes(self, value: _builtins.int) -> None:
+        """Deprecated: the estimate in whole minutes (truncated), for clients built
+        before `estimate_minutes_exact`; unset when it does not fit an int32. Read
+        `estimate_minutes_exact`. Not in the HTTP JSON, whose `estimate_minutes` is
+        `estimate_minutes_exact`.
+        """
+
     requires_qa: _builtins.bool
     workflow: _builtins.str
     broker_status: _builtins.str
+    """`active` while the task is registered with the broker; `deregistered` or
+    `expired` once its registration ended (or the word an UpdateTask gave). A
+    task credential no longer authenticates once this is `deregistered`,
+    `inactive`, `expired` or `revoked`.
+    """
     token_count: _builtins.int
+    """Tokens the broker issued for the task's registrations. Kept by the broker:
+    UpdateTask accepts it (old clients send it) and does not change it.
+    """
     created_by: _builtins.str
     """Who created the task."""
+    estimate_minutes_exact: _builtins.float
+    """The estimate in minutes, fractions kept (`12.5`); 0 to 10,000,000.
+    `estimate_minutes` in the HTTP JSON (the legacy key, a JSON number).
+    """
     @_builtins.property
     def repos(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -133,7 +168,9 @@ class Task(_message.Message):
 
     @_builtins.property
     def broker_repos(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Repositories registered with the token broker."""
+        """Repositories registered with the token broker (RegisterTaskRepos, a
+        BrokerService registration that names the task, or UpdateTask).
+        """
 
     @_builtins.property
     def broker_registered_at(self) -> _timestamp_pb2.Timestamp: ...
@@ -164,10 +201,11 @@ class Task(_message.Message):
         token_count: _builtins.int = ...,
         broker_registered_at: _timestamp_pb2.Timestamp | None = ...,
         created_by: _builtins.str | None = ...,
+        estimate_minutes_exact: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_assigned_to", b"_assigned_to", "_broker_status", b"_broker_status", "_created_by", b"_created_by", "_discord_thread_id", b"_discord_thread_id", "_estimate_minutes", b"_estimate_minutes", "_model", b"_model", "_slug", b"_slug", "_workflow", b"_workflow", "assigned_at", b"assigned_at", "assigned_to", b"assigned_to", "broker_registered_at", b"broker_registered_at", "broker_status", b"broker_status", "completed_at", b"completed_at", "created_at", b"created_at", "created_by", b"created_by", "discord_thread_id", b"discord_thread_id", "estimate_minutes", b"estimate_minutes", "model", b"model", "queued_at", b"queued_at", "slug", b"slug", "updated_at", b"updated_at", "workflow", b"workflow"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_assigned_to", b"_assigned_to", "_broker_status", b"_broker_status", "_created_by", b"_created_by", "_discord_thread_id", b"_discord_thread_id", "_estimate_minutes", b"_estimate_minutes", "_estimate_minutes_exact", b"_estimate_minutes_exact", "_model", b"_model", "_slug", b"_slug", "_workflow", b"_workflow", "assigned_at", b"assigned_at", "assigned_to", b"assigned_to", "broker_registered_at", b"broker_registered_at", "broker_status", b"broker_status", "completed_at", b"completed_at", "created_at", b"created_at", "created_by", b"created_by", "discord_thread_id", b"discord_thread_id", "estimate_minutes", b"estimate_minutes", "estimate_minutes_exact", b"estimate_minutes_exact", "model", b"model", "queued_at", b"queued_at", "slug", b"slug", "updated_at", b"updated_at", "workflow", b"workflow"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_assigned_to", b"_assigned_to", "_broker_status", b"_broker_status", "_created_by", b"_created_by", "_discord_thread_id", b"_discord_thread_id", "_estimate_minutes", b"_estimate_minutes", "_model", b"_model", "_slug", b"_slug", "_workflow", b"_workflow", "assigned_at", b"assigned_at", "assigned_to", b"assigned_to", "broker_registered_at", b"broker_registered_at", "broker_repos", b"broker_repos", "broker_status", b"broker_status", "completed_at", b"completed_at", "created_at", b"created_at", "created_by", b"created_by", "discord_thread_id", b"discord_thread_id", "estimate_minutes", b"estimate_minutes", "id", b"id", "model", b"model", "name", b"name", "priority", b"priority", "queued_at", b"queued_at", "repos", b"repos", "requires_qa", b"requires_qa", "slug", b"slug", "status", b"status", "task_id", b"task_id", "token_count", b"token_count", "type", b"type", "updated_at", b"updated_at", "workflow", b"workflow"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_assigned_to", b"_assigned_to", "_broker_status", b"_broker_status", "_created_by", b"_created_by", "_discord_thread_id", b"_discord_thread_id", "_estimate_minutes", b"_estimate_minutes", "_estimate_minutes_exact", b"_estimate_minutes_exact", "_model", b"_model", "_slug", b"_slug", "_workflow", b"_workflow", "assigned_at", b"assigned_at", "assigned_to", b"assigned_to", "broker_registered_at", b"broker_registered_at", "broker_repos", b"broker_repos", "broker_status", b"broker_status", "completed_at", b"completed_at", "created_at", b"created_at", "created_by", b"created_by", "discord_thread_id", b"discord_thread_id", "estimate_minutes", b"estimate_minutes", "estimate_minutes_exact", b"estimate_minutes_exact", "id", b"id", "model", b"model", "name", b"name", "priority", b"priority", "queued_at", b"queued_at", "repos", b"repos", "requires_qa", b"requires_qa", "slug", b"slug", "status", b"status", "task_id", b"task_id", "token_count", b"token_count", "type", b"type", "updated_at", b"updated_at", "workflow", b"workflow"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__assigned_to: _TypeAlias = _typing.Literal["assigned_to"]  # noqa: Y015
     _WhichOneofArgType__assigned_to: _TypeAlias = _typing.Literal["_assigned_to", b"_assigned_to"]  # noqa: Y015
@@ -179,6 +217,8 @@ class Task(_message.Message):
     _WhichOneofArgType__discord_thread_id: _TypeAlias = _typing.Literal["_discord_thread_id", b"_discord_thread_id"]  # noqa: Y015
     _WhichOneofReturnType__estimate_minutes: _TypeAlias = _typing.Literal["estimate_minutes"]  # noqa: Y015
     _WhichOneofArgType__estimate_minutes: _TypeAlias = _typing.Literal["_estimate_minutes", b"_estimate_minutes"]  # noqa: Y015
+    _WhichOneofReturnType__estimate_minutes_exact: _TypeAlias = _typing.Literal["estimate_minutes_exact"]  # noqa: Y015
+    _WhichOneofArgType__estimate_minutes_exact: _TypeAlias = _typing.Literal["_estimate_minutes_exact", b"_estimate_minutes_exact"]  # noqa: Y015
     _WhichOneofReturnType__model: _TypeAlias = _typing.Literal["model"]  # noqa: Y015
     _WhichOneofArgType__model: _TypeAlias = _typing.Literal["_model", b"_model"]  # noqa: Y015
     _WhichOneofReturnType__slug: _TypeAlias = _typing.Literal["slug"]  # noqa: Y015
@@ -195,6 +235,8 @@ class Task(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__discord_thread_id) -> _WhichOneofReturnType__discord_thread_id | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__estimate_minutes) -> _WhichOneofReturnType__estimate_minutes | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__estimate_minutes_exact) -> _WhichOneofReturnType__estimate_minutes_exact | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__model) -> _WhichOneofReturnType__model | None: ...
     @_typing.overload
@@ -271,6 +313,7 @@ class CreateTaskRequest(_message.Message):
     ESTIMATE_MINUTES_FIELD_NUMBER: _builtins.int
     REQUIRES_QA_FIELD_NUMBER: _builtins.int
     WORKFLOW_FIELD_NUMBER: _builtins.int
+    ESTIMATE_MINUTES_EXACT_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """A client-chosen id (at most 128 characters) that makes retries safe: a second
     create with the same id and the same request returns the first task; with a
@@ -289,9 +332,26 @@ class CreateTaskRequest(_message.Message):
     model: _builtins.str
     assigned_to: _builtins.str
     discord_thread_id: _builtins.str
-    estimate_minutes: _builtins.int
+    @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def estimate_minutes(self) -> _builtins.int:
+        """Deprecated: whole minutes, for clients built before `estimate_minutes_exact`,
+        which wins when both are set. Not in the HTTP JSON.
+        """
+
+    @estimate_minutes.setter
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def estimate_minutes(self, value: _builtins.int) -> None:
+        """Deprecated: whole minutes, for clients built before `estimate_minutes_exact`,
+        which wins when both are set. Not in the HTTP JSON.
+        """
+
     requires_qa: _builtins.bool
     workflow: _builtins.str
+    estimate_minutes_exact: _builtins.float
+    """The estimate in minutes, fractions kept; 0 to 10,000,000. `estimate_minutes`
+    in the HTTP JSON.
+    """
     @_builtins.property
     def repos(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -311,10 +371,11 @@ class CreateTaskRequest(_message.Message):
         estimate_minutes: _builtins.int | None = ...,
         requires_qa: _builtins.bool = ...,
         workflow: _builtins.str | None = ...,
+        estimate_minutes_exact: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_actor", b"_actor", "_assigned_to", b"_assigned_to", "_discord_thread_id", b"_discord_thread_id", "_estimate_minutes", b"_estimate_minutes", "_model", b"_model", "_priority", b"_priority", "_slug", b"_slug", "_type", b"_type", "_workflow", b"_workflow", "actor", b"actor", "assigned_to", b"assigned_to", "discord_thread_id", b"discord_thread_id", "estimate_minutes", b"estimate_minutes", "model", b"model", "priority", b"priority", "slug", b"slug", "type", b"type", "workflow", b"workflow"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_actor", b"_actor", "_assigned_to", b"_assigned_to", "_discord_thread_id", b"_discord_thread_id", "_estimate_minutes", b"_estimate_minutes", "_estimate_minutes_exact", b"_estimate_minutes_exact", "_model", b"_model", "_priority", b"_priority", "_slug", b"_slug", "_type", b"_type", "_workflow", b"_workflow", "actor", b"actor", "assigned_to", b"assigned_to", "discord_thread_id", b"discord_thread_id", "estimate_minutes", b"estimate_minutes", "estimate_minutes_exact", b"estimate_minutes_exact", "model", b"model", "priority", b"priority", "slug", b"slug", "type", b"type", "workflow", b"workflow"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_actor", b"_actor", "_assigned_to", b"_assigned_to", "_discord_thread_id", b"_discord_thread_id", "_estimate_minutes", b"_estimate_minutes", "_model", b"_model", "_priority", b"_priority", "_slug", b"_slug", "_type", b"_type", "_workflow", b"_workflow", "actor", b"actor", "assigned_to", b"assigned_to", "discord_thread_id", b"discord_thread_id", "estimate_minutes", b"estimate_minutes", "model", b"model", "name", b"name", "priority", b"priority", "repos", b"repos", "request_id", b"request_id", "requires_qa", b"requires_qa", "slug", b"slug", "status", b"status", "type", b"type", "workflow", b"workflow"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_actor", b"_actor", "_assigned_to", b"_assigned_to", "_discord_thread_id", b"_discord_thread_id", "_estimate_minutes", b"_estimate_minutes", "_estimate_minutes_exact", b"_estimate_minutes_exact", "_model", b"_model", "_priority", b"_priority", "_slug", b"_slug", "_type", b"_type", "_workflow", b"_workflow", "actor", b"actor", "assigned_to", b"assigned_to", "discord_thread_id", b"discord_thread_id", "estimate_minutes", b"estimate_minutes", "estimate_minutes_exact", b"estimate_minutes_exact", "model", b"model", "name", b"name", "priority", b"priority", "repos", b"repos", "request_id", b"request_id", "requires_qa", b"requires_qa", "slug", b"slug", "status", b"status", "type", b"type", "workflow", b"workflow"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__actor: _TypeAlias = _typing.Literal["actor"]  # noqa: Y015
     _WhichOneofArgType__actor: _TypeAlias = _typing.Literal["_actor", b"_actor"]  # noqa: Y015
@@ -324,6 +385,8 @@ class CreateTaskRequest(_message.Message):
     _WhichOneofArgType__discord_thread_id: _TypeAlias = _typing.Literal["_discord_thread_id", b"_discord_thread_id"]  # noqa: Y015
     _WhichOneofReturnType__estimate_minutes: _TypeAlias = _typing.Literal["estimate_minutes"]  # noqa: Y015
     _WhichOneofArgType__estimate_minutes: _TypeAlias = _typing.Literal["_estimate_minutes", b"_estimate_minutes"]  # noqa: Y015
+    _WhichOneofReturnType__estimate_minutes_exact: _TypeAlias = _typing.Literal["estimate_minutes_exact"]  # noqa: Y015
+    _WhichOneofArgType__estimate_minutes_exact: _TypeAlias = _typing.Literal["_estimate_minutes_exact", b"_estimate_minutes_exact"]  # noqa: Y015
     _WhichOneofReturnType__model: _TypeAlias = _typing.Literal["model"]  # noqa: Y015
     _WhichOneofArgType__model: _TypeAlias = _typing.Literal["_model", b"_model"]  # noqa: Y015
     _WhichOneofReturnType__priority: _TypeAlias = _typing.Literal["priority"]  # noqa: Y015
@@ -342,6 +405,8 @@ class CreateTaskRequest(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__discord_thread_id) -> _WhichOneofReturnType__discord_thread_id | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__estimate_minutes) -> _WhichOneofReturnType__estimate_minutes | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__estimate_minutes_exact) -> _WhichOneofReturnType__estimate_minutes_exact | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__model) -> _WhichOneofReturnType__model | None: ...
     @_typing.overload
@@ -516,6 +581,11 @@ class UpdateTaskRequest(_message.Message):
     QUEUED_AT_FIELD_NUMBER: _builtins.int
     ASSIGNED_AT_FIELD_NUMBER: _builtins.int
     COMPLETED_AT_FIELD_NUMBER: _builtins.int
+    ESTIMATE_MINUTES_EXACT_FIELD_NUMBER: _builtins.int
+    BROKER_REPOS_FIELD_NUMBER: _builtins.int
+    BROKER_STATUS_FIELD_NUMBER: _builtins.int
+    TOKEN_COUNT_FIELD_NUMBER: _builtins.int
+    BROKER_REGISTERED_AT_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     actor: _builtins.str
     name: _builtins.str
@@ -526,9 +596,36 @@ class UpdateTaskRequest(_message.Message):
     model: _builtins.str
     assigned_to: _builtins.str
     discord_thread_id: _builtins.str
-    estimate_minutes: _builtins.int
+    @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def estimate_minutes(self) -> _builtins.int:
+        """Deprecated: whole minutes, for clients built before `estimate_minutes_exact`,
+        which wins when both are set. Not in the HTTP JSON. In `update_mask`, either
+        name stands for the estimate.
+        """
+
+    @estimate_minutes.setter
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def estimate_minutes(self, value: _builtins.int) -> None:
+        """Deprecated: whole minutes, for clients built before `estimate_minutes_exact`,
+        which wins when both are set. Not in the HTTP JSON. In `update_mask`, either
+        name stands for the estimate.
+        """
+
     requires_qa: _builtins.bool
     workflow: _builtins.str
+    estimate_minutes_exact: _builtins.float
+    """The estimate in minutes, fractions kept; 0 to 10,000,000. `estimate_minutes`
+    in the HTTP JSON.
+    """
+    broker_status: _builtins.str
+    """`active` (registers the task, with `broker_repos` of this request or those
+    it has), or `deregistered`, `inactive`, `expired` or `revoked`: ends the
+    task's registrations (audited) and revokes their cached tokens. Any other
+    word is INVALID_ARGUMENT naming `broker_status`.
+    """
+    token_count: _builtins.int
+    """Accepted and ignored (old clients send it): the count is the broker's."""
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask: ...
     @_builtins.property
@@ -539,6 +636,22 @@ class UpdateTaskRequest(_message.Message):
     def assigned_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def completed_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def broker_repos(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The token broker's fields (the old daemon's PATCH whitelist: the old Python
+        client registers a task for the broker this way). They follow the broker's
+        rules, in the same transaction as the rest of the update:
+        `broker_repos` (1 to 500 `owner/name`, on the GitHub App installation's
+        account when the broker is configured; INVALID_ARGUMENT naming
+        `broker_repos[i]`) registers the task with the broker under the reference
+        `T42`, as BrokerService.RegisterTask does, and sets `broker_status` to
+        `active`.
+        """
+
+    @_builtins.property
+    def broker_registered_at(self) -> _timestamp_pb2.Timestamp:
+        """Stored as given; stamped with the time of a registration that does not give it."""
+
     def __init__(
         self,
         *,
@@ -560,19 +673,28 @@ class UpdateTaskRequest(_message.Message):
         queued_at: _timestamp_pb2.Timestamp | None = ...,
         assigned_at: _timestamp_pb2.Timestamp | None = ...,
         completed_at: _timestamp_pb2.Timestamp | None = ...,
+        estimate_minutes_exact: _builtins.float | None = ...,
+        broker_repos: _abc.Iterable[_builtins.str] | None = ...,
+        broker_status: _builtins.str | None = ...,
+        token_count: _builtins.int | None = ...,
+        broker_registered_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_actor", b"_actor", "_assigned_to", b"_assigned_to", "_discord_thread_id", b"_discord_thread_id", "_estimate_minutes", b"_estimate_minutes", "_model", b"_model", "_name", b"_name", "_priority", b"_priority", "_requires_qa", b"_requires_qa", "_slug", b"_slug", "_status", b"_status", "_type", b"_type", "_workflow", b"_workflow", "actor", b"actor", "assigned_at", b"assigned_at", "assigned_to", b"assigned_to", "completed_at", b"completed_at", "discord_thread_id", b"discord_thread_id", "estimate_minutes", b"estimate_minutes", "model", b"model", "name", b"name", "priority", b"priority", "queued_at", b"queued_at", "requires_qa", b"requires_qa", "slug", b"slug", "status", b"status", "type", b"type", "update_mask", b"update_mask", "workflow", b"workflow"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_actor", b"_actor", "_assigned_to", b"_assigned_to", "_broker_status", b"_broker_status", "_discord_thread_id", b"_discord_thread_id", "_estimate_minutes", b"_estimate_minutes", "_estimate_minutes_exact", b"_estimate_minutes_exact", "_model", b"_model", "_name", b"_name", "_priority", b"_priority", "_requires_qa", b"_requires_qa", "_slug", b"_slug", "_status", b"_status", "_token_count", b"_token_count", "_type", b"_type", "_workflow", b"_workflow", "actor", b"actor", "assigned_at", b"assigned_at", "assigned_to", b"assigned_to", "broker_registered_at", b"broker_registered_at", "broker_status", b"broker_status", "completed_at", b"completed_at", "discord_thread_id", b"discord_thread_id", "estimate_minutes", b"estimate_minutes", "estimate_minutes_exact", b"estimate_minutes_exact", "model", b"model", "name", b"name", "priority", b"priority", "queued_at", b"queued_at", "requires_qa", b"requires_qa", "slug", b"slug", "status", b"status", "token_count", b"token_count", "type", b"type", "update_mask", b"update_mask", "workflow", b"workflow"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_actor", b"_actor", "_assigned_to", b"_assigned_to", "_discord_thread_id", b"_discord_thread_id", "_estimate_minutes", b"_estimate_minutes", "_model", b"_model", "_name", b"_name", "_priority", b"_priority", "_requires_qa", b"_requires_qa", "_slug", b"_slug", "_status", b"_status", "_type", b"_type", "_workflow", b"_workflow", "actor", b"actor", "assigned_at", b"assigned_at", "assigned_to", b"assigned_to", "completed_at", b"completed_at", "discord_thread_id", b"discord_thread_id", "estimate_minutes", b"estimate_minutes", "model", b"model", "name", b"name", "priority", b"priority", "queued_at", b"queued_at", "repos", b"repos", "requires_qa", b"requires_qa", "slug", b"slug", "status", b"status", "task_id", b"task_id", "type", b"type", "update_mask", b"update_mask", "workflow", b"workflow"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_actor", b"_actor", "_assigned_to", b"_assigned_to", "_broker_status", b"_broker_status", "_discord_thread_id", b"_discord_thread_id", "_estimate_minutes", b"_estimate_minutes", "_estimate_minutes_exact", b"_estimate_minutes_exact", "_model", b"_model", "_name", b"_name", "_priority", b"_priority", "_requires_qa", b"_requires_qa", "_slug", b"_slug", "_status", b"_status", "_token_count", b"_token_count", "_type", b"_type", "_workflow", b"_workflow", "actor", b"actor", "assigned_at", b"assigned_at", "assigned_to", b"assigned_to", "broker_registered_at", b"broker_registered_at", "broker_repos", b"broker_repos", "broker_status", b"broker_status", "completed_at", b"completed_at", "discord_thread_id", b"discord_thread_id", "estimate_minutes", b"estimate_minutes", "estimate_minutes_exact", b"estimate_minutes_exact", "model", b"model", "name", b"name", "priority", b"priority", "queued_at", b"queued_at", "repos", b"repos", "requires_qa", b"requires_qa", "slug", b"slug", "status", b"status", "task_id", b"task_id", "token_count", b"token_count", "type", b"type", "update_mask", b"update_mask", "workflow", b"workflow"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__actor: _TypeAlias = _typing.Literal["actor"]  # noqa: Y015
     _WhichOneofArgType__actor: _TypeAlias = _typing.Literal["_actor", b"_actor"]  # noqa: Y015
     _WhichOneofReturnType__assigned_to: _TypeAlias = _typing.Literal["assigned_to"]  # noqa: Y015
     _WhichOneofArgType__assigned_to: _TypeAlias = _typing.Literal["_assigned_to", b"_assigned_to"]  # noqa: Y015
+    _WhichOneofReturnType__broker_status: _TypeAlias = _typing.Literal["broker_status"]  # noqa: Y015
+    _WhichOneofArgType__broker_status: _TypeAlias = _typing.Literal["_broker_status", b"_broker_status"]  # noqa: Y015
     _WhichOneofReturnType__discord_thread_id: _TypeAlias = _typing.Literal["discord_thread_id"]  # noqa: Y015
     _WhichOneofArgType__discord_thread_id: _TypeAlias = _typing.Literal["_discord_thread_id", b"_discord_thread_id"]  # noqa: Y015
     _WhichOneofReturnType__estimate_minutes: _TypeAlias = _typing.Literal["estimate_minutes"]  # noqa: Y015
     _WhichOneofArgType__estimate_minutes: _TypeAlias = _typing.Literal["_estimate_minutes", b"_estimate_minutes"]  # noqa: Y015
+    _WhichOneofReturnType__estimate_minutes_exact: _TypeAlias = _typing.Literal["estimate_minutes_exact"]  # noqa: Y015
+    _WhichOneofArgType__estimate_minutes_exact: _TypeAlias = _typing.Literal["_estimate_minutes_exact", b"_estimate_minutes_exact"]  # noqa: Y015
     _WhichOneofReturnType__model: _TypeAlias = _typing.Literal["model"]  # noqa: Y015
     _WhichOneofArgType__model: _TypeAlias = _typing.Literal["_model", b"_model"]  # noqa: Y015
     _WhichOneofReturnType__name: _TypeAlias = _typing.Literal["name"]  # noqa: Y015
@@ -585,6 +707,8 @@ class UpdateTaskRequest(_message.Message):
     _WhichOneofArgType__slug: _TypeAlias = _typing.Literal["_slug", b"_slug"]  # noqa: Y015
     _WhichOneofReturnType__status: _TypeAlias = _typing.Literal["status"]  # noqa: Y015
     _WhichOneofArgType__status: _TypeAlias = _typing.Literal["_status", b"_status"]  # noqa: Y015
+    _WhichOneofReturnType__token_count: _TypeAlias = _typing.Literal["token_count"]  # noqa: Y015
+    _WhichOneofArgType__token_count: _TypeAlias = _typing.Literal["_token_count", b"_token_count"]  # noqa: Y015
     _WhichOneofReturnType__type: _TypeAlias = _typing.Literal["type"]  # noqa: Y015
     _WhichOneofArgType__type: _TypeAlias = _typing.Literal["_type", b"_type"]  # noqa: Y015
     _WhichOneofReturnType__workflow: _TypeAlias = _typing.Literal["workflow"]  # noqa: Y015
@@ -594,9 +718,13 @@ class UpdateTaskRequest(_message.Message):
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__assigned_to) -> _WhichOneofReturnType__assigned_to | None: ...
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__broker_status) -> _WhichOneofReturnType__broker_status | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__discord_thread_id) -> _WhichOneofReturnType__discord_thread_id | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__estimate_minutes) -> _WhichOneofReturnType__estimate_minutes | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__estimate_minutes_exact) -> _WhichOneofReturnType__estimate_minutes_exact | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__model) -> _WhichOneofReturnType__model | None: ...
     @_typing.overload
@@ -609,6 +737,8 @@ class UpdateTaskRequest(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__slug) -> _WhichOneofReturnType__slug | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__status) -> _WhichOneofReturnType__status | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__token_count) -> _WhichOneofReturnType__token_count | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__type) -> _WhichOneofReturnType__type | None: ...
     @_typing.overload
@@ -896,19 +1026,29 @@ class WatchTasksRequest(_message.Message):
 
     AFTER_CURSOR_FIELD_NUMBER: _builtins.int
     TASK_ID_FIELD_NUMBER: _builtins.int
+    FROM_NOW_FIELD_NUMBER: _builtins.int
     after_cursor: _builtins.int
-    """Resume after this cursor (a TaskEvent id). 0 starts with changes from now on."""
+    """Resume after this cursor (a TaskEvent id): the cursor of the last message
+    seen. 0 (or unset) replays every retained change from the first, unless
+    `from_now` is set. Negative is an error.
+    """
     task_id: _builtins.str
     """Only changes of this task (`42` or `T42`)."""
+    from_now: _builtins.bool
+    """Start at the current end: only changes made from now on. The first message
+    carries only the `cursor` of that position, to resume after. Giving it with
+    an `after_cursor` above 0 is an error naming `from_now`.
+    """
     def __init__(
         self,
         *,
         after_cursor: _builtins.int = ...,
         task_id: _builtins.str = ...,
+        from_now: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_cursor", b"after_cursor", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_cursor", b"after_cursor", "from_now", b"from_now", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -924,7 +1064,9 @@ class WatchTasksResponse(_message.Message):
     cursor: _builtins.int
     """Pass as `after_cursor` to resume after this message."""
     @_builtins.property
-    def event(self) -> Global___TaskEvent: ...
+    def event(self) -> Global___TaskEvent:
+        """The change; unset only in the first message of a `from_now` stream."""
+
     @_builtins.property
     def task(self) -> Global___Task:
         """The task as it stood when this message was sent."""

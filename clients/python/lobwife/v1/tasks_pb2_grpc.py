@@ -127,7 +127,8 @@ class TaskServiceServicer:
         """Updates the fields named by `update_mask` (over HTTP: the fields present in
         the body). Logs an `updated` event naming the changed fields. An update that
         changes no value writes nothing: no event, `updated_at` stays, `updated` is
-        empty.
+        empty. A status that moves to `completed`, `failed` or `cancelled` ends the
+        task's broker registrations (audited; their cached tokens revoked).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -136,6 +137,7 @@ class TaskServiceServicer:
     def CancelTask(self, request, context):
         """Cancels a task (soft delete: the row stays, its status becomes `cancelled`).
         FAILED_PRECONDITION (HTTP 409) when it is already completed or cancelled.
+        Ends the task's broker registrations, as UpdateTask's final statuses do.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -169,8 +171,13 @@ class TaskServiceServicer:
     def WatchTasks(self, request, context):
         """Streams task changes: every event appended after `after_cursor`, each with
         the task as it stood after the change. A client that reconnects with the
-        cursor of the last message it saw misses nothing. Over HTTP the stream is
-        NDJSON, or server-sent events when the client accepts `text/event-stream`.
+        cursor of the last message it saw misses nothing and sees nothing twice.
+        Without a cursor the stream replays every retained change from the first;
+        `from_now` starts at the current end instead, and its first message carries
+        only the `cursor` of that position (no event, no task), so the client holds
+        a resume point before anything happens. Over HTTP the stream is NDJSON, or
+        server-sent events when the client accepts `text/event-stream` (an
+        EventSource reconnecting with `Last-Event-ID` resumes after that id).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

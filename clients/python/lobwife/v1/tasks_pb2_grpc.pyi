@@ -56,11 +56,13 @@ class TaskServiceStub:
     """Updates the fields named by `update_mask` (over HTTP: the fields present in
     the body). Logs an `updated` event naming the changed fields. An update that
     changes no value writes nothing: no event, `updated_at` stays, `updated` is
-    empty.
+    empty. A status that moves to `completed`, `failed` or `cancelled` ends the
+    task's broker registrations (audited; their cached tokens revoked).
     """
     CancelTask: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.CancelTaskRequest, _tasks_pb2.CancelTaskResponse]
     """Cancels a task (soft delete: the row stays, its status becomes `cancelled`).
     FAILED_PRECONDITION (HTTP 409) when it is already completed or cancelled.
+    Ends the task's broker registrations, as UpdateTask's final statuses do.
     """
     CreateTaskEvent: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.CreateTaskEventRequest, _tasks_pb2.CreateTaskEventResponse]
     """Appends an event to a task's trail."""
@@ -76,8 +78,13 @@ class TaskServiceStub:
     WatchTasks: _grpc.UnaryStreamMultiCallable[_tasks_pb2.WatchTasksRequest, _tasks_pb2.WatchTasksResponse]
     """Streams task changes: every event appended after `after_cursor`, each with
     the task as it stood after the change. A client that reconnects with the
-    cursor of the last message it saw misses nothing. Over HTTP the stream is
-    NDJSON, or server-sent events when the client accepts `text/event-stream`.
+    cursor of the last message it saw misses nothing and sees nothing twice.
+    Without a cursor the stream replays every retained change from the first;
+    `from_now` starts at the current end instead, and its first message carries
+    only the `cursor` of that position (no event, no task), so the client holds
+    a resume point before anything happens. Over HTTP the stream is NDJSON, or
+    server-sent events when the client accepts `text/event-stream` (an
+    EventSource reconnecting with `Last-Event-ID` resumes after that id).
     """
 
 @_typing.type_check_only
@@ -108,11 +115,13 @@ class TaskServiceAsyncStub(TaskServiceStub):
     """Updates the fields named by `update_mask` (over HTTP: the fields present in
     the body). Logs an `updated` event naming the changed fields. An update that
     changes no value writes nothing: no event, `updated_at` stays, `updated` is
-    empty.
+    empty. A status that moves to `completed`, `failed` or `cancelled` ends the
+    task's broker registrations (audited; their cached tokens revoked).
     """
     CancelTask: _aio.UnaryUnaryMultiCallable[_tasks_pb2.CancelTaskRequest, _tasks_pb2.CancelTaskResponse]  # type: ignore[assignment]
     """Cancels a task (soft delete: the row stays, its status becomes `cancelled`).
     FAILED_PRECONDITION (HTTP 409) when it is already completed or cancelled.
+    Ends the task's broker registrations, as UpdateTask's final statuses do.
     """
     CreateTaskEvent: _aio.UnaryUnaryMultiCallable[_tasks_pb2.CreateTaskEventRequest, _tasks_pb2.CreateTaskEventResponse]  # type: ignore[assignment]
     """Appends an event to a task's trail."""
@@ -128,8 +137,13 @@ class TaskServiceAsyncStub(TaskServiceStub):
     WatchTasks: _aio.UnaryStreamMultiCallable[_tasks_pb2.WatchTasksRequest, _tasks_pb2.WatchTasksResponse]  # type: ignore[assignment]
     """Streams task changes: every event appended after `after_cursor`, each with
     the task as it stood after the change. A client that reconnects with the
-    cursor of the last message it saw misses nothing. Over HTTP the stream is
-    NDJSON, or server-sent events when the client accepts `text/event-stream`.
+    cursor of the last message it saw misses nothing and sees nothing twice.
+    Without a cursor the stream replays every retained change from the first;
+    `from_now` starts at the current end instead, and its first message carries
+    only the `cursor` of that position (no event, no task), so the client holds
+    a resume point before anything happens. Over HTTP the stream is NDJSON, or
+    server-sent events when the client accepts `text/event-stream` (an
+    EventSource reconnecting with `Last-Event-ID` resumes after that id).
     """
 
 class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -181,7 +195,8 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         """Updates the fields named by `update_mask` (over HTTP: the fields present in
         the body). Logs an `updated` event naming the changed fields. An update that
         changes no value writes nothing: no event, `updated_at` stays, `updated` is
-        empty.
+        empty. A status that moves to `completed`, `failed` or `cancelled` ends the
+        task's broker registrations (audited; their cached tokens revoked).
         """
 
     @_abc_1.abstractmethod
@@ -192,6 +207,7 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_tasks_pb2.CancelTaskResponse, _abc.Awaitable[_tasks_pb2.CancelTaskResponse]]:
         """Cancels a task (soft delete: the row stays, its status becomes `cancelled`).
         FAILED_PRECONDITION (HTTP 409) when it is already completed or cancelled.
+        Ends the task's broker registrations, as UpdateTask's final statuses do.
         """
 
     @_abc_1.abstractmethod
@@ -231,8 +247,13 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_tasks_pb2.WatchTasksResponse], _abc.AsyncIterator[_tasks_pb2.WatchTasksResponse]]:
         """Streams task changes: every event appended after `after_cursor`, each with
         the task as it stood after the change. A client that reconnects with the
-        cursor of the last message it saw misses nothing. Over HTTP the stream is
-        NDJSON, or server-sent events when the client accepts `text/event-stream`.
+        cursor of the last message it saw misses nothing and sees nothing twice.
+        Without a cursor the stream replays every retained change from the first;
+        `from_now` starts at the current end instead, and its first message carries
+        only the `cursor` of that position (no event, no task), so the client holds
+        a resume point before anything happens. Over HTTP the stream is NDJSON, or
+        server-sent events when the client accepts `text/event-stream` (an
+        EventSource reconnecting with `Last-Event-ID` resumes after that id).
         """
 
 def add_TaskServiceServicer_to_server(servicer: TaskServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
