@@ -166,6 +166,8 @@ class LobwifeServer:
         self.auth = await auth_settings.build(cfg.auth, cfg.state_dir, TaskDirectory(self.tasks))
         if self.auth.settings.mode is not Mode.OFF:
             scheduler.run_token = _run_token_minter(self.auth.tokens)
+        auth_tokens = self.auth.tokens
+        self.broker.mint_task_token = lambda number, ttl: auth_tokens.mint(Role.TASK, number, ttl=min(ttl, MAX_TTL))
         dispatcher = Dispatcher(
             {
                 "lobwife.v1.AuthService": self.auth.service,

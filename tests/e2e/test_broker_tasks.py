@@ -303,3 +303,61 @@ def test_with_auth_enforce_a_task_credential_dies_with_its_registration(tmp_path
             assert call(server, "GET", f"/api/v1/tasks/{live}", token=creds[live]).status == 200
     finally:
         server.terminate()
+
+
+def test_the_tasks_register_route_registers_with_the_broker(srv: ServerProcess, gh: FakeGitHub) -> None:
+    """``POST /api/v1/tasks/{id}/register`` (the old daemon's other way in) registers the task with the
+    broker too: the pod's token request then works, scoped to those repositories."""
+    n = new_task(srv, "register by route")
+    r = call(srv, "POST", f"/api/v1/tasks/{n}/register", {"repos": ["lobmob/repo1"], "lobster_type": "swe"})
+    assert (r.status, r.json["status"], r.json["task_id"]) == (200, "registered", f"T{n}"), r.body
+    task = call(srv, "GET", f"/api/v1/tasks/{n}").json
+    assert (task["broker_repos"], task["broker_status"]) == (["lobmob/repo1"], "active")
+    assert [e["action"] for e in audit(srv, f"T{n}")] == ["task_registered"]
+    got = token_of(srv, f"T{n}")
+    assert got.status == 200, got.body
+    assert sorted(gh.issued[got.json["token"]].repositories or ()) == ["repo1"]
+    # The same rules as the broker's own route: another owner's repository is refused by name, and
+    # nothing changes.
+    bad = call(srv, "POST", f"/api/v1/tasks/{n}/register", {"repos": ["someone-else/x"]})
+    assert bad.status == 400 and fields_of(bad) == ["repos[0]"], bad.body
+    assert call(srv, "GET", f"/api/v1/tasks/{n}").json["broker_repos"] == ["lobmob/repo1"]
+
+
+def test_registration_can_mint_the_pods_task_token(tmp_path: Path, gh: FakeGitHub) -> None:
+    """RegisterTask with ``mint_task_token``: lobboss gets the worker's credential in the same call. It
+    reaches its own task only, gets its own GitHub token, and dies when the task completes."""
+    state = tmp_path / "state"
+    server = serve(state, gh, "--auth", "enforce")
+    try:
+        admin = mint_from_state_dir(state, "admin", subject="lobboss")
+        own, other = (int(call(server, "POST", "/api/v1/tasks", {"name": f"t{i}"}, admin).json["id"]) for i in (1, 2))
+        body = {"repos": ["lobmob/repo1"], "lobster_type": "swe", "mint_task_token": True}
+        r = call(server, "POST", f"/api/tasks/T{own}/register", body, admin)
+        assert r.status == 200 and r.json["task_token"] and r.json["task_token_expires_at"], r.body
+        pod = r.json["task_token"]
+        assert call(server, "GET", f"/api/v1/tasks/{own}", token=pod).status == 200
+        assert call(server, "GET", f"/api/v1/tasks/{other}", token=pod).status == 403
+        got = call(server, "POST", "/api/token", {"task_id": f"T{own}"}, pod)
+        assert got.status == 200 and got.json["token"] in gh.live_tokens(), got.body
+        # Refused before anything is written: a reference that names no task, and a caller not admin.
+        r = call(server, "POST", "/api/tasks/nobody-here/register", body, admin)
+        assert r.status in (400, 409) and "names no task" in r.json["error"], r.body
+        service = mint_from_state_dir(state, "service", subject="svc")
+        r = call(server, "POST", f"/api/tasks/T{other}/register", body, service)
+        assert r.status == 403, r.body
+        assert set(call(server, "GET", "/api/tasks", token=admin).json) == {f"T{own}"}
+        # The task ends: so does its credential.
+        assert call(server, "PATCH", f"/api/v1/tasks/{own}", {"status": "completed"}, admin).status == 200
+        assert call(server, "GET", f"/api/v1/tasks/{own}", token=pod).status == 401
+        assert pod not in server.log()
+    finally:
+        server.terminate()
+
+
+def test_with_auth_off_no_task_token_is_minted(srv: ServerProcess) -> None:
+    n = new_task(srv, "auth off")
+    body = {"repos": ["lobmob/repo1"], "mint_task_token": True}
+    r = call(srv, "POST", f"/api/tasks/T{n}/register", body)
+    assert r.status == 403 and "needs an admin credential" in r.json["error"], r.body
+    assert call(srv, "GET", "/api/tasks").json == {}

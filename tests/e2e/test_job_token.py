@@ -19,9 +19,10 @@ JOB = """
 [jobs.callback]
 command = ["sh", "-c", '''
   if [ -n "$LOBWIFE_TOKEN" ]; then echo token=yes; else echo token=no; fi
-  code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $LOBWIFE_TOKEN" "$LOBWIFE_URL/api/v1/tasks?limit=1")
+  url="$LOBWIFE_URL/api/v1/tasks?limit=1"
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $LOBWIFE_TOKEN" "$url")
   echo with=$code
-  code=$(curl -s -o /dev/null -w '%{http_code}' "$LOBWIFE_URL/api/v1/tasks?limit=1")
+  code=$(curl -s -o /dev/null -w '%{http_code}' "$url")
   echo without=$code''']
 schedule = "every 1s"
 """

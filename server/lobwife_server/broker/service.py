@@ -59,7 +59,7 @@ from lobwife_server.broker.github import (
 )
 from lobwife_server.broker.settings import BrokerSettings
 from lobwife_server.broker.token_cache import CacheKey, TokenCache, cache_key
-from lobwife_server.core.errors import ApiError, invalid_argument
+from lobwife_server.core.errors import ApiError, failed_precondition, invalid_argument
 from lobwife_server.core.timeutil import now_us, set_ts
 from lobwife_server.core.validation import MAX_SHORT, PageTokens, check_text, request_page_size
 from lobwife_server.storage import broker_store
@@ -172,6 +172,9 @@ class BrokerService:
         self.cache = cache or TokenCache()
         self._active: dict[str, _Active] = {}
         self._background: set[asyncio.Task[None]] = set()
+        #: Mints a lobwife task token (task number, lifetime in seconds) -> (token, expiry epoch seconds);
+        #: set by app.py from the auth keys. RegisterTask's ``mint_task_token`` uses it.
+        self.mint_task_token: Callable[[int, float], tuple[str, float]] | None = None
 
     @classmethod
     async def create(
@@ -218,6 +221,8 @@ class BrokerService:
         assert ref is not None
         repos = _repos(req.repos)
         lobster_type = check_text("lobster_type", req.lobster_type, MAX_SHORT) or "unknown"
+        if req.mint_task_token:
+            await self._may_mint_for(ref, ctx)
         await self._check_owners(repos)
         who = _who(ctx)
         actor = getattr(getattr(ctx, "identity", None), "subject", None) or lobster_type
@@ -239,7 +244,33 @@ class BrokerService:
             "broker registration",
             extra={"ref": ref, "repositories": len(repos), "lobster_type": lobster_type, "task": linked.task_number},
         )
-        return broker_pb2.RegisterTaskResponse(status="registered", task_id=ref)
+        resp = broker_pb2.RegisterTaskResponse(status="registered", task_id=ref)
+        if req.mint_task_token and self.mint_task_token is not None and linked.task_number is not None:
+            # Lives no longer than an idle registration; dies sooner with the task or its registration
+            # (the auth directory reads both on every call).
+            token, expires = self.mint_task_token(linked.task_number, self.settings.idle_ttl)
+            resp.task_token = token
+            resp.task_token_expires_at.FromNanoseconds(int(expires * 1e9))
+        return resp
+
+    async def _may_mint_for(self, ref: str, ctx: CallContext) -> None:
+        """Refuses ``mint_task_token`` (before anything is written) unless an admin asks and ``ref`` names a
+        task. Checked in every auth mode, as MintToken is: a token minted while auth is off would outlive
+        the switch to enforce."""
+        caller = getattr(ctx, "identity", None)
+        if getattr(caller, "role", None) != "admin":
+            raise ApiError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "mint_task_token: minting a task token needs an admin credential, whatever the auth mode",
+                reason="AUTH_ROLE",
+            )
+        if self.mint_task_token is None:
+            raise failed_precondition("mint_task_token: this server cannot mint tokens")
+        if await self.db.read(lambda c: self.store.find_task(c, ref)) is None:
+            raise failed_precondition(
+                f"mint_task_token: {ref[:60]!r} names no task; a task token is bound to a task",
+                reason="TASK_NOT_FOUND",
+            )
 
     def _activate(self, ref: str, entry: _Active) -> None:
         old = self._active.get(ref)

@@ -611,10 +611,23 @@ class TaskService:
             "unknown"
         )
         actor = (check_text("actor", req.actor) if req.HasField("actor") else None) or lobster_type
+        broker = self.broker
+        if broker is None:
+            task = await self.db.write(
+                lambda conn, wctx: self.register_repos_in(conn, wctx, number, repos, lobster_type, actor)
+            )
+            return tasks_pb2.RegisterTaskReposResponse(status="registered", task_id=task.task_id, task=task)
+        # With the broker wired, this route registers the task with it too (under ``T<n>``), as the old
+        # daemon's did: a token request for the task then works. Same rules as the broker's own route.
+        repos = list(await broker.check_repos("repos", repos))
+        who = broker.identity_of(ctx)
 
-        task = await self.db.write(
-            lambda conn, wctx: self.register_repos_in(conn, wctx, number, repos, lobster_type, actor)
-        )
+        def write(conn: Conn, wctx: WriteContext) -> tasks_pb2.Task:
+            task = self.register_repos_in(conn, wctx, number, repos, lobster_type, actor)
+            broker.register_in(conn, wctx, number, repos, lobster_type, who)
+            return task
+
+        task = await self.db.write(write)
         return tasks_pb2.RegisterTaskReposResponse(status="registered", task_id=task.task_id, task=task)
 
     def register_repos_in(

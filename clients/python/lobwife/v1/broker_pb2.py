@@ -27,7 +27,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17lobwife/v1/broker.proto\x12\nlobwife.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcb\x01\n\x0cRegistration\x12\r\n\x05repos\x18\x01 \x03(\t\x12\x14\n\x0clobster_type\x18\x02 \x01(\t\x12\x31\n\rregistered_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x13\n\x0btoken_count\x18\x05 \x01(\x05\x12\x30\n\x0clast_used_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04task\x18\x07 \x01(\t\"\x8a\x01\n\rBrokerSummary\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x13\n\x06\x61pp_id\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x14\n\x0c\x61\x63tive_tasks\x18\x03 \x01(\x03\x12\x1b\n\x13total_tokens_issued\x18\x04 \x01(\x03\x12\x15\n\raudit_entries\x18\x05 \x01(\x03\x42\t\n\x07_app_id\"\xbf\x01\n\x0fTokenAuditEntry\x12-\n\ttimestamp\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\r\n\x05repos\x18\x03 \x03(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x10\n\x08identity\x18\x05 \x01(\t\x12\x1b\n\x13token_sha256_prefix\x18\x06 \x01(\t\x12\x0e\n\x06reused\x18\x07 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x08 \x01(\t\"W\n\x13RegisterTaskRequest\x12\x15\n\x07task_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x05repos\x18\x02 \x03(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x0clobster_type\x18\x03 \x01(\t\"7\n\x14RegisterTaskResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\".\n\x15\x44\x65registerTaskRequest\x12\x15\n\x07task_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"9\n\x16\x44\x65registerTaskResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\"\x1a\n\x18ListRegistrationsRequest\"\xbc\x01\n\x19ListRegistrationsResponse\x12O\n\rregistrations\x18\x01 \x03(\x0b\x32\x38.lobwife.v1.ListRegistrationsResponse.RegistrationsEntry\x1aN\n\x12RegistrationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\'\n\x05value\x18\x02 \x01(\x0b\x32\x18.lobwife.v1.Registration:\x02\x38\x01\".\n\x15IssueTaskTokenRequest\x12\x15\n\x07task_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"f\n\x16IssueTaskTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05repos\x18\x03 \x03(\t\"1\n\x18IssueServiceTokenRequest\x12\x15\n\x07service\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"Z\n\x19IssueServiceTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"V\n\x15ListTokenAuditRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x18\n\tpage_size\x18\x02 \x01(\x05R\x05limit\x12\x12\n\npage_token\x18\x03 \x01(\t\"_\n\x16ListTokenAuditResponse\x12,\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1b.lobwife.v1.TokenAuditEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1c\n\x1a\x45xpireRegistrationsRequest\".\n\x1b\x45xpireRegistrationsResponse\x12\x0f\n\x07\x65xpired\x18\x01 \x01(\x05\x32\x85\x07\n\rBrokerService\x12{\n\x0cRegisterTask\x12\x1f.lobwife.v1.RegisterTaskRequest\x1a .lobwife.v1.RegisterTaskResponse\"(\x82\xd3\xe4\x93\x02\"\"\x1d/api/tasks/{task_id}/register:\x01*\x12u\n\x0e\x44\x65registerTask\x12!.lobwife.v1.DeregisterTaskRequest\x1a\".lobwife.v1.DeregisterTaskResponse\"\x1c\x82\xd3\xe4\x93\x02\x16*\x14/api/tasks/{task_id}\x12\x83\x01\n\x11ListRegistrations\x12$.lobwife.v1.ListRegistrationsRequest\x1a%.lobwife.v1.ListRegistrationsResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\n/api/tasksb\rregistrations\x12n\n\x0eIssueTaskToken\x12!.lobwife.v1.IssueTaskTokenRequest\x1a\".lobwife.v1.IssueTaskTokenResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\"\n/api/token:\x01*\x12\x82\x01\n\x11IssueServiceToken\x12$.lobwife.v1.IssueServiceTokenRequest\x1a%.lobwife.v1.IssueServiceTokenResponse\" \x82\xd3\xe4\x93\x02\x1a\"\x15/api/v1/service-token:\x01*\x12z\n\x0eListTokenAudit\x12!.lobwife.v1.ListTokenAuditRequest\x1a\".lobwife.v1.ListTokenAuditResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x10/api/token/auditb\x07\x65ntries\x12\x88\x01\n\x13\x45xpireRegistrations\x12&.lobwife.v1.ExpireRegistrationsRequest\x1a\'.lobwife.v1.ExpireRegistrationsResponse\" \x82\xd3\xe4\x93\x02\x1a\"\x15/api/v1/broker:expire:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17lobwife/v1/broker.proto\x12\nlobwife.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcb\x01\n\x0cRegistration\x12\r\n\x05repos\x18\x01 \x03(\t\x12\x14\n\x0clobster_type\x18\x02 \x01(\t\x12\x31\n\rregistered_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x13\n\x0btoken_count\x18\x05 \x01(\x05\x12\x30\n\x0clast_used_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04task\x18\x07 \x01(\t\"\x8a\x01\n\rBrokerSummary\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x13\n\x06\x61pp_id\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x14\n\x0c\x61\x63tive_tasks\x18\x03 \x01(\x03\x12\x1b\n\x13total_tokens_issued\x18\x04 \x01(\x03\x12\x15\n\raudit_entries\x18\x05 \x01(\x03\x42\t\n\x07_app_id\"\xbf\x01\n\x0fTokenAuditEntry\x12-\n\ttimestamp\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\r\n\x05repos\x18\x03 \x03(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x10\n\x08identity\x18\x05 \x01(\t\x12\x1b\n\x13token_sha256_prefix\x18\x06 \x01(\t\x12\x0e\n\x06reused\x18\x07 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x08 \x01(\t\"p\n\x13RegisterTaskRequest\x12\x15\n\x07task_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x05repos\x18\x02 \x03(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x0clobster_type\x18\x03 \x01(\t\x12\x17\n\x0fmint_task_token\x18\x04 \x01(\x08\"\x86\x01\n\x14RegisterTaskResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x12\n\ntask_token\x18\x03 \x01(\t\x12\x39\n\x15task_token_expires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\".\n\x15\x44\x65registerTaskRequest\x12\x15\n\x07task_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"9\n\x16\x44\x65registerTaskResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\"\x1a\n\x18ListRegistrationsRequest\"\xbc\x01\n\x19ListRegistrationsResponse\x12O\n\rregistrations\x18\x01 \x03(\x0b\x32\x38.lobwife.v1.ListRegistrationsResponse.RegistrationsEntry\x1aN\n\x12RegistrationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\'\n\x05value\x18\x02 \x01(\x0b\x32\x18.lobwife.v1.Registration:\x02\x38\x01\".\n\x15IssueTaskTokenRequest\x12\x15\n\x07task_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"f\n\x16IssueTaskTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05repos\x18\x03 \x03(\t\"1\n\x18IssueServiceTokenRequest\x12\x15\n\x07service\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"Z\n\x19IssueServiceTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"V\n\x15ListTokenAuditRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x18\n\tpage_size\x18\x02 \x01(\x05R\x05limit\x12\x12\n\npage_token\x18\x03 \x01(\t\"_\n\x16ListTokenAuditResponse\x12,\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1b.lobwife.v1.TokenAuditEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1c\n\x1a\x45xpireRegistrationsRequest\".\n\x1b\x45xpireRegistrationsResponse\x12\x0f\n\x07\x65xpired\x18\x01 \x01(\x05\x32\x85\x07\n\rBrokerService\x12{\n\x0cRegisterTask\x12\x1f.lobwife.v1.RegisterTaskRequest\x1a .lobwife.v1.RegisterTaskResponse\"(\x82\xd3\xe4\x93\x02\"\"\x1d/api/tasks/{task_id}/register:\x01*\x12u\n\x0e\x44\x65registerTask\x12!.lobwife.v1.DeregisterTaskRequest\x1a\".lobwife.v1.DeregisterTaskResponse\"\x1c\x82\xd3\xe4\x93\x02\x16*\x14/api/tasks/{task_id}\x12\x83\x01\n\x11ListRegistrations\x12$.lobwife.v1.ListRegistrationsRequest\x1a%.lobwife.v1.ListRegistrationsResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\n/api/tasksb\rregistrations\x12n\n\x0eIssueTaskToken\x12!.lobwife.v1.IssueTaskTokenRequest\x1a\".lobwife.v1.IssueTaskTokenResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\"\n/api/token:\x01*\x12\x82\x01\n\x11IssueServiceToken\x12$.lobwife.v1.IssueServiceTokenRequest\x1a%.lobwife.v1.IssueServiceTokenResponse\" \x82\xd3\xe4\x93\x02\x1a\"\x15/api/v1/service-token:\x01*\x12z\n\x0eListTokenAudit\x12!.lobwife.v1.ListTokenAuditRequest\x1a\".lobwife.v1.ListTokenAuditResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x10/api/token/auditb\x07\x65ntries\x12\x88\x01\n\x13\x45xpireRegistrations\x12&.lobwife.v1.ExpireRegistrationsRequest\x1a\'.lobwife.v1.ExpireRegistrationsResponse\" \x82\xd3\xe4\x93\x02\x1a\"\x15/api/v1/broker:expire:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -67,35 +67,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOKENAUDITENTRY']._serialized_start=483
   _globals['_TOKENAUDITENTRY']._serialized_end=674
   _globals['_REGISTERTASKREQUEST']._serialized_start=676
-  _globals['_REGISTERTASKREQUEST']._serialized_end=763
-  _globals['_REGISTERTASKRESPONSE']._serialized_start=765
-  _globals['_REGISTERTASKRESPONSE']._serialized_end=820
-  _globals['_DEREGISTERTASKREQUEST']._serialized_start=822
-  _globals['_DEREGISTERTASKREQUEST']._serialized_end=868
-  _globals['_DEREGISTERTASKRESPONSE']._serialized_start=870
-  _globals['_DEREGISTERTASKRESPONSE']._serialized_end=927
-  _globals['_LISTREGISTRATIONSREQUEST']._serialized_start=929
-  _globals['_LISTREGISTRATIONSREQUEST']._serialized_end=955
-  _globals['_LISTREGISTRATIONSRESPONSE']._serialized_start=958
-  _globals['_LISTREGISTRATIONSRESPONSE']._serialized_end=1146
-  _globals['_LISTREGISTRATIONSRESPONSE_REGISTRATIONSENTRY']._serialized_start=1068
-  _globals['_LISTREGISTRATIONSRESPONSE_REGISTRATIONSENTRY']._serialized_end=1146
-  _globals['_ISSUETASKTOKENREQUEST']._serialized_start=1148
-  _globals['_ISSUETASKTOKENREQUEST']._serialized_end=1194
-  _globals['_ISSUETASKTOKENRESPONSE']._serialized_start=1196
-  _globals['_ISSUETASKTOKENRESPONSE']._serialized_end=1298
-  _globals['_ISSUESERVICETOKENREQUEST']._serialized_start=1300
-  _globals['_ISSUESERVICETOKENREQUEST']._serialized_end=1349
-  _globals['_ISSUESERVICETOKENRESPONSE']._serialized_start=1351
-  _globals['_ISSUESERVICETOKENRESPONSE']._serialized_end=1441
-  _globals['_LISTTOKENAUDITREQUEST']._serialized_start=1443
-  _globals['_LISTTOKENAUDITREQUEST']._serialized_end=1529
-  _globals['_LISTTOKENAUDITRESPONSE']._serialized_start=1531
-  _globals['_LISTTOKENAUDITRESPONSE']._serialized_end=1626
-  _globals['_EXPIREREGISTRATIONSREQUEST']._serialized_start=1628
-  _globals['_EXPIREREGISTRATIONSREQUEST']._serialized_end=1656
-  _globals['_EXPIREREGISTRATIONSRESPONSE']._serialized_start=1658
-  _globals['_EXPIREREGISTRATIONSRESPONSE']._serialized_end=1704
-  _globals['_BROKERSERVICE']._serialized_start=1707
-  _globals['_BROKERSERVICE']._serialized_end=2608
+  _globals['_REGISTERTASKREQUEST']._serialized_end=788
+  _globals['_REGISTERTASKRESPONSE']._serialized_start=791
+  _globals['_REGISTERTASKRESPONSE']._serialized_end=925
+  _globals['_DEREGISTERTASKREQUEST']._serialized_start=927
+  _globals['_DEREGISTERTASKREQUEST']._serialized_end=973
+  _globals['_DEREGISTERTASKRESPONSE']._serialized_start=975
+  _globals['_DEREGISTERTASKRESPONSE']._serialized_end=1032
+  _globals['_LISTREGISTRATIONSREQUEST']._serialized_start=1034
+  _globals['_LISTREGISTRATIONSREQUEST']._serialized_end=1060
+  _globals['_LISTREGISTRATIONSRESPONSE']._serialized_start=1063
+  _globals['_LISTREGISTRATIONSRESPONSE']._serialized_end=1251
+  _globals['_LISTREGISTRATIONSRESPONSE_REGISTRATIONSENTRY']._serialized_start=1173
+  _globals['_LISTREGISTRATIONSRESPONSE_REGISTRATIONSENTRY']._serialized_end=1251
+  _globals['_ISSUETASKTOKENREQUEST']._serialized_start=1253
+  _globals['_ISSUETASKTOKENREQUEST']._serialized_end=1299
+  _globals['_ISSUETASKTOKENRESPONSE']._serialized_start=1301
+  _globals['_ISSUETASKTOKENRESPONSE']._serialized_end=1403
+  _globals['_ISSUESERVICETOKENREQUEST']._serialized_start=1405
+  _globals['_ISSUESERVICETOKENREQUEST']._serialized_end=1454
+  _globals['_ISSUESERVICETOKENRESPONSE']._serialized_start=1456
+  _globals['_ISSUESERVICETOKENRESPONSE']._serialized_end=1546
+  _globals['_LISTTOKENAUDITREQUEST']._serialized_start=1548
+  _globals['_LISTTOKENAUDITREQUEST']._serialized_end=1634
+  _globals['_LISTTOKENAUDITRESPONSE']._serialized_start=1636
+  _globals['_LISTTOKENAUDITRESPONSE']._serialized_end=1731
+  _globals['_EXPIREREGISTRATIONSREQUEST']._serialized_start=1733
+  _globals['_EXPIREREGISTRATIONSREQUEST']._serialized_end=1761
+  _globals['_EXPIREREGISTRATIONSRESPONSE']._serialized_start=1763
+  _globals['_EXPIREREGISTRATIONSRESPONSE']._serialized_end=1809
+  _globals['_BROKERSERVICE']._serialized_start=1812
+  _globals['_BROKERSERVICE']._serialized_end=2713
 # @@protoc_insertion_point(module_scope)

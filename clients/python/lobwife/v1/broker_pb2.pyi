@@ -158,8 +158,15 @@ class RegisterTaskRequest(_message.Message):
     TASK_ID_FIELD_NUMBER: _builtins.int
     REPOS_FIELD_NUMBER: _builtins.int
     LOBSTER_TYPE_FIELD_NUMBER: _builtins.int
+    MINT_TASK_TOKEN_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     lobster_type: _builtins.str
+    mint_task_token: _builtins.bool
+    """Also mint a lobwife task token (role `task`, bound to the task the reference names) for lobboss
+    to hand the worker pod. The reference must name a task (FAILED_PRECONDITION otherwise). The
+    token dies with the task's registration or the task's end, and at the latest when the
+    registration would expire idle.
+    """
     @_builtins.property
     def repos(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -168,10 +175,11 @@ class RegisterTaskRequest(_message.Message):
         task_id: _builtins.str = ...,
         repos: _abc.Iterable[_builtins.str] | None = ...,
         lobster_type: _builtins.str = ...,
+        mint_task_token: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["lobster_type", b"lobster_type", "repos", b"repos", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lobster_type", b"lobster_type", "mint_task_token", b"mint_task_token", "repos", b"repos", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -183,18 +191,26 @@ class RegisterTaskResponse(_message.Message):
 
     STATUS_FIELD_NUMBER: _builtins.int
     TASK_ID_FIELD_NUMBER: _builtins.int
+    TASK_TOKEN_FIELD_NUMBER: _builtins.int
+    TASK_TOKEN_EXPIRES_AT_FIELD_NUMBER: _builtins.int
     status: _builtins.str
     """`registered`."""
     task_id: _builtins.str
+    task_token: _builtins.str
+    """With `mint_task_token`: the task token (never stored or logged) and when it expires."""
+    @_builtins.property
+    def task_token_expires_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
         status: _builtins.str = ...,
         task_id: _builtins.str = ...,
+        task_token: _builtins.str = ...,
+        task_token_expires_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["task_token_expires_at", b"task_token_expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["status", b"status", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["status", b"status", "task_id", b"task_id", "task_token", b"task_token", "task_token_expires_at", b"task_token_expires_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
