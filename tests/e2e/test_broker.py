@@ -67,7 +67,9 @@ def state_of(srv: ServerProcess) -> tuple[Any, Any]:
 
 def test_lobmobs_clients_work_unchanged(broker: ServerProcess, gh: FakeGitHub) -> None:
     r = curl("POST", url(broker, "/api/tasks/T42/register"), {"repos": ["lobmob/repo1"], "lobster_type": "swe"})
-    assert (r.status, r.json) == (200, {"status": "registered", "task_id": "T42"})
+    # The legacy answer, and no task token unless one was asked for (mint_task_token).
+    assert (r.status, r.json["status"], r.json["task_id"]) == (200, "registered", "T42"), r.body
+    assert not r.json.get("task_token") and r.json.get("task_token_expires_at") is None
     # Exactly as a worker pod asks (curl -d sends a form content type; the body is JSON all the same).
     out = subprocess.run(
         [
