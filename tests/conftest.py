@@ -16,6 +16,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.fakes.github import AppKey, FakeGitHub
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHONPATH = os.pathsep.join([str(ROOT / "clients" / "python"), str(ROOT / "server")])
 
@@ -144,3 +146,19 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
 def channel(server: ServerProcess) -> Iterator[grpc.Channel]:
     with grpc.insecure_channel(server.grpc_addr) as ch:
         yield ch
+
+
+# -- the GitHub stand-in (tests/fakes/github.py), for the broker's tests ---------------------------
+
+
+@pytest.fixture(scope="session")
+def app_key() -> AppKey:
+    """One GitHub App key pair for the session (RSA generation is the slow part)."""
+    return AppKey.generate()
+
+
+@pytest.fixture
+def gh(app_key: AppKey) -> Iterator[FakeGitHub]:
+    """A fresh GitHub stand-in (installation 1001 on account ``lobmob``) on a free 127.0.0.1 port."""
+    with FakeGitHub(key=app_key) as server:
+        yield server

@@ -18,20 +18,9 @@ import pytest
 from lobwife.v1 import broker_pb2, broker_pb2_grpc
 from lobwife_server.broker.service import token_digest
 from tests.conftest import ServerProcess, start_server
-from tests.fakes.github import AppKey, FakeGitHub
+from tests.fakes.github import FakeGitHub
 from tests.http_util import Reply, curl
 from tests.legacy_state import old_daemon_db
-
-
-@pytest.fixture(scope="module")
-def app_key() -> AppKey:
-    return AppKey.generate()
-
-
-@pytest.fixture
-def gh(app_key: AppKey) -> Iterator[FakeGitHub]:
-    with FakeGitHub(key=app_key) as server:
-        yield server
 
 
 def serve(state: Path, gh: FakeGitHub | None, *args: str, **env: str) -> ServerProcess:

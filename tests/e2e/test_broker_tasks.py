@@ -21,21 +21,10 @@ import pytest
 from lobwife.v1 import tasks_pb2, tasks_pb2_grpc
 from lobwife_server.auth import mint_from_state_dir
 from tests.conftest import ServerProcess, start_server
-from tests.fakes.github import AppKey, FakeGitHub
+from tests.fakes.github import FakeGitHub
 from tests.http_util import Reply, curl
 
 REGISTERED_AT = "2026-02-16T12:00:00Z"
-
-
-@pytest.fixture(scope="module")
-def app_key() -> AppKey:
-    return AppKey.generate()
-
-
-@pytest.fixture
-def gh(app_key: AppKey) -> Iterator[FakeGitHub]:
-    with FakeGitHub(key=app_key) as server:
-        yield server
 
 
 def serve(state: Path, gh: FakeGitHub, *args: str) -> ServerProcess:

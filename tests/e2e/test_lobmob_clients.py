@@ -57,11 +57,6 @@ schedule = "*/30 * * * *"
 """
 
 
-@pytest.fixture(scope="module")
-def app_key() -> AppKey:
-    return AppKey.generate()
-
-
 @pytest.fixture
 def gh(app_key: AppKey) -> Iterator[FakeGitHub]:
     with FakeGitHub(key=app_key, installations=[Installation(1001, "minsley", list(REPOS))]) as server:

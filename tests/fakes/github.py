@@ -33,7 +33,6 @@ import base64
 import email.utils
 import json
 import secrets
-import socket
 import string
 import threading
 import time
@@ -41,14 +40,15 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import jwt
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt import api_jws as jws
+
+from tests.fakes._server import LocalServer
 
 DOCS_URL = "https://docs.github.com/rest"
 
@@ -147,7 +147,11 @@ def _iso_z(at: float) -> str:
     return datetime.fromtimestamp(int(at), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class FakeGitHub:
+class FakeGitHub(LocalServer):
+    """The GitHub App endpoints the broker calls, checking what GitHub checks; fault knobs; call counts."""
+
+    name = "FakeGitHub"
+
     def __init__(
         self,
         *,
@@ -178,20 +182,15 @@ class FakeGitHub:
         self.token_requests: list[dict[str, Any]] = []
         self._faults: deque[_Fault] = deque()
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._port = 0
+        super().__init__()
 
     # -- life cycle --------------------------------------------------------------------------------
 
     @property
     def url(self) -> str:
-        if not self._port:
+        if not self.port:
             raise RuntimeError("FakeGitHub is not started")
-        return f"http://127.0.0.1:{self._port}"
+        return f"http://127.0.0.1:{self.port}"
 
     @property
     def installation_id(self) -> int:
@@ -207,57 +206,10 @@ class FakeGitHub:
             "LOBWIFE_GITHUB_API_URL": self.url,
         }
 
-    def start(self) -> Self:
-        if self._thread is not None:
-            raise RuntimeError("FakeGitHub already started")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        self._port = int(sock.getsockname()[1])
-        self._thread = threading.Thread(target=self._serve, args=(sock,), name="fake-github", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("FakeGitHub did not start within 10 s")
-        if self._error is not None:
-            raise RuntimeError("FakeGitHub failed to start") from self._error
-        return self
-
-    def stop(self) -> None:
-        if self._thread is None:
-            return
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-        self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    def _serve(self, sock: socket.socket) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            self._stop = asyncio.Event()
-            # handler_cancellation: a client that gives up on a slow answer ends its handler (as a
-            # real server would stop caring); shutdown_timeout: stop() does not wait on sleepers.
-            runner = web.AppRunner(self._app(), handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
-            loop.run_until_complete(runner.setup())
-            loop.run_until_complete(web.SockSite(runner, sock).start())
-        except BaseException as exc:
-            self._error = exc
-            self._ready.set()
-            loop.close()
-            return
-        self._ready.set()
-        try:
-            loop.run_until_complete(self._stop.wait())
-        finally:
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
+    def _runner_options(self) -> dict[str, Any]:
+        # handler_cancellation: a client that gives up on a slow answer ends its handler (as a real
+        # server would stop caring); shutdown_timeout: stop() does not wait on sleepers.
+        return {"handler_cancellation": True, "access_log": None, "shutdown_timeout": 1.0}
 
     def _app(self) -> web.Application:
         app = web.Application()

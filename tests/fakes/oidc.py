@@ -18,19 +18,18 @@ ones; ``fail_next`` answers 503 to the next JWKS requests.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import socket
 import threading
 import time
 import uuid
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import jwt
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from tests.fakes._server import LocalServer
 
 
 @dataclass
@@ -57,7 +56,11 @@ def _new_key(alg: str) -> _Key:
     return _Key(uuid.uuid4().hex[:16], alg, private)
 
 
-class FakeOIDC:
+class FakeOIDC(LocalServer):
+    """A cluster's OIDC issuer as the Kubernetes path sees it: discovery and JWKS, rotating keys, fetch counts."""
+
+    name = "fake OIDC issuer"
+
     def __init__(self, alg: str = "RS256") -> None:
         self.alg = alg
         self.keys: list[_Key] = [_new_key(alg)]
@@ -65,11 +68,7 @@ class FakeOIDC:
         self.discoveries = 0
         self.fail_jwks = 0
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self.port = 0
+        super().__init__()
 
     # -- what tests use ---------------------------------------------------------
 
@@ -136,51 +135,6 @@ class FakeOIDC:
         return jwt.encode(claims, k.private, algorithm=k.alg, headers={"kid": k.kid})
 
     # -- the server -------------------------------------------------------------
-
-    def start(self) -> Self:
-        if self._thread is not None:
-            return self
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        self.port = int(sock.getsockname()[1])
-        self._thread = threading.Thread(target=self._serve, args=(sock,), name="fake-oidc", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("the fake OIDC issuer did not start")
-        return self
-
-    def stop(self) -> None:
-        if self._thread is None:
-            return
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-        self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()
-
-    def _serve(self, sock: socket.socket) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-
-        async def main() -> None:
-            self._stop = asyncio.Event()
-            runner = web.AppRunner(self._app(), access_log=None)
-            await runner.setup()
-            site = web.SockSite(runner, sock)
-            await site.start()
-            self._ready.set()
-            await self._stop.wait()
-            await runner.cleanup()
-
-        try:
-            loop.run_until_complete(main())
-        finally:
-            loop.close()
 
     def _app(self) -> web.Application:
         app = web.Application()

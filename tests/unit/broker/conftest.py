@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
 from lobwife_server.broker.github import GitHubApp, GitHubAppConfig
-from tests.fakes.github import AppKey, FakeGitHub
-
-
-@pytest.fixture(scope="session")
-def app_key() -> AppKey:
-    return AppKey.generate()
-
-
-@pytest.fixture
-def gh(app_key: AppKey) -> Iterator[FakeGitHub]:
-    with FakeGitHub(key=app_key) as server:
-        yield server
+from tests.fakes.github import FakeGitHub
 
 
 @pytest.fixture

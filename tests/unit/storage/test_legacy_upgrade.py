@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from lobwife.v1 import jobs_pb2
-from lobwife_server.app import adopt_legacy_database
 from lobwife_server.core.timeutil import parse_legacy
 from lobwife_server.storage import broker_store, job_store, migrations, task_store
 from lobwife_server.storage.database import connect
+from lobwife_server.storage.files import adopt_legacy_database
 from tests.legacy_state import old_daemon_db, old_task
 
 FEB16_17H = 1771261200 * 1_000_000  # 2026-02-16T17:00:00Z in microseconds
