@@ -567,8 +567,14 @@ class Scheduler:
         job = self.jobs[name]
         jdef = job.jdef
         scheduled = from_us(slot) if slot is not None else datetime.now(UTC)
+        # The slot in the bound is held until the run's end is recorded, so the runs the API shows
+        # as running never outnumber --max-concurrent-runs (a run that ended but is not yet recorded
+        # still counts).
+        held = False
         try:
-            async with self.sem:
+            try:
+                await self.sem.acquire()
+                held = True
                 if jdef.start_jitter > 0:
                     await asyncio.sleep(random.uniform(0, jdef.start_jitter))
                 self._publish(run_id, name, trigger, "running", slot, attempt)
@@ -583,32 +589,35 @@ class Scheduler:
                     result = await self._run_builtin(name, run_id, jdef)
                 else:
                     result = await self._run_process(name, run_id, jdef, scheduled)
-        except asyncio.CancelledError as e:
-            why = str(e.args[0]) if e.args else "lobwife shutting down"
-            await self._finish(name, run_id, trigger, slot, attempt, "abandoned", None, None, "", False, why)
-            if self._stopping:
-                raise
-            return
-        except Exception as e:
-            # Its start could not be recorded (the database refused): runner.run ended the process,
-            # which never ran the command. A record of why, once the database takes it.
-            log.error("run %d of %s not started: %s", run_id, name, e)
-            why = f"not started: {e.message if isinstance(e, ApiError) else e}"
-            await self._finish(name, run_id, trigger, slot, attempt, "error", None, None, "", False, why)
-            return
-        await self._finish(
-            name,
-            run_id,
-            trigger,
-            slot,
-            attempt,
-            result.status,
-            result.duration,
-            result.exit_code,
-            result.output,
-            result.output_truncated,
-            result.reason,
-        )
+            except asyncio.CancelledError as e:
+                why = str(e.args[0]) if e.args else "lobwife shutting down"
+                await self._finish(name, run_id, trigger, slot, attempt, "abandoned", None, None, "", False, why)
+                if self._stopping:
+                    raise
+                return
+            except Exception as e:
+                # Its start could not be recorded (the database refused): runner.run ended the process,
+                # which never ran the command. A record of why, once the database takes it.
+                log.error("run %d of %s not started: %s", run_id, name, e)
+                why = f"not started: {e.message if isinstance(e, ApiError) else e}"
+                await self._finish(name, run_id, trigger, slot, attempt, "error", None, None, "", False, why)
+                return
+            await self._finish(
+                name,
+                run_id,
+                trigger,
+                slot,
+                attempt,
+                result.status,
+                result.duration,
+                result.exit_code,
+                result.output,
+                result.output_truncated,
+                result.reason,
+            )
+        finally:
+            if held:
+                self.sem.release()
         if result.status in ("failed", "timeout", "error") and attempt <= jdef.retry.max_retries and not self._stopping:
             delay = jdef.retry.backoff(attempt)
             delay *= 1 + random.uniform(-jdef.retry.jitter, jdef.retry.jitter)
