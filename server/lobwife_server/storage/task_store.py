@@ -448,12 +448,19 @@ def update_task(conn: sqlite3.Connection, number: int, values: dict[str, Any]) -
     conn.execute(f"UPDATE tasks SET {sets} WHERE id = ?", [*values.values(), number])
 
 
-def add_token(conn: sqlite3.Connection, number: int, at: int) -> bool:
-    """One more token issued for task ``number`` (its ``token_count``), stamped ``at``; False: no such task."""
-    cur = conn.execute(
-        "UPDATE tasks SET token_count = COALESCE(token_count, 0) + 1, updated_at = ? WHERE id = ?", (at, number)
-    )
-    return cur.rowcount > 0
+def add_token(conn: sqlite3.Connection, number: int, at: int) -> tasks_pb2.Task | None:
+    """One more token issued for task ``number`` (its ``token_count``); the task as it now stands, or None.
+
+    Stamped ``at``, or just after the task's last version if that is later (as ``next_stamp``). One
+    statement (``RETURNING``, which PostgreSQL has too): a token is issued per git call, so its
+    write is kept short.
+    """
+    rows = conn.execute(  # fetchall: the statement is run to its end (not left pending)
+        "UPDATE tasks SET token_count = COALESCE(token_count, 0) + 1, updated_at = MAX(updated_at + 1, ?)"
+        f" WHERE id = ? RETURNING {COLUMNS}",
+        (at, number),
+    ).fetchall()
+    return row_to_task(rows[0]) if rows else None
 
 
 def status_of(conn: sqlite3.Connection, number: int) -> tuple[str, int] | None:

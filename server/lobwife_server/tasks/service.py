@@ -686,15 +686,12 @@ class TaskService:
         for one per call) would drown the task's trail. ``updated_at`` moves all the same, so the
         snapshot's version moves with its content (the cache and list reads rely on it).
         """
-        found = self.store.status_of(conn, number)
-        if found is None:
+        task = self.store.add_token(conn, number, store.now())
+        if task is None:
             return
-        now = store.next_stamp(found[1])
-        self.store.add_token(conn, number, now)
-        task = self.store.get_task(conn, number)
-        assert task is not None
         data = task.SerializeToString()
-        wctx.after_commit(lambda: self.cache.put(task, data, now))
+        updated = to_us(task.updated_at)
+        wctx.after_commit(lambda: self.cache.put(task, data, updated))
 
     async def snapshot(self, number: int) -> tasks_pb2.Task | None:
         """Task ``number`` as committed: from the write-through cache when it holds it, else one read
