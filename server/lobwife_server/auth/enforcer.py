@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import enum
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -44,8 +43,6 @@ log = logging.getLogger("lobwife.auth")
 
 #: Longer than any JWT lobwife or Kubernetes issues; a longer header is not hashed or parsed.
 MAX_TOKEN_CHARS = 8192
-#: Least time between two looks at the key file for a kid the ring lacks.
-RING_RELOAD_INTERVAL = 1.0
 #: How often the key file is looked at for a rotation (which retires a key the cache may hold).
 RING_WATCH_INTERVAL = 5.0
 
@@ -106,7 +103,6 @@ class Authenticator:
         self.tokens = tokens
         self.kubernetes = kubernetes
         self.cache = cache if cache is not None else VerifiedCache()
-        self._last_reload = -RING_RELOAD_INTERVAL
         self._reload_lock = asyncio.Lock()
 
     def cached(self, token: str) -> Identity | None:
@@ -142,16 +138,17 @@ class Authenticator:
             return await self.kubernetes.verify(token, header)
         raise AuthError("issuer", "the token's issuer is not trusted")
 
-    async def reload_ring(self, *, force: bool = False) -> bool:
-        """Read the key file again if it changed on disk (rate-limited); True when the ring changed."""
+    async def reload_ring(self) -> bool:
+        """Read the key file again if it changed on disk; True when the ring changed.
+
+        A kid the ring lacks costs one stat of the file (off the loop), and a read only when the
+        file changed: not rate-limited, since a limit would refuse a freshly rotated key's first
+        tokens for as long as unknown kids (a client of another lobwife, say) kept arriving.
+        """
         tokens = self.tokens
         if tokens is None or tokens.ring.path is None:
             return False
         async with self._reload_lock:
-            now = time.monotonic()
-            if not force and now - self._last_reload < RING_RELOAD_INTERVAL:
-                return False
-            self._last_reload = now
             ring = tokens.ring
             if not await asyncio.to_thread(ring.changed_on_disk):
                 return False
@@ -298,7 +295,7 @@ class Enforcer:
         while True:
             await asyncio.sleep(RING_WATCH_INTERVAL)
             with contextlib.suppress(Exception):
-                await self.authn.reload_ring(force=True)
+                await self.authn.reload_ring()
 
     async def close(self) -> None:
         if self._watch is not None:

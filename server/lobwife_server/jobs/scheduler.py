@@ -146,6 +146,10 @@ class Scheduler:
         self.boot = runner.boot_id()
         self._aps = AsyncIOScheduler(timezone=UTC)
         self._tasks: set[asyncio.Task[None]] = set()
+        # Timer callbacks between their slot's record and their run's start: stop() waits for them,
+        # or a slot recorded ``pending`` as the server stops would never be started nor ended.
+        self._firing: set[asyncio.Task[Any]] = set()
+        self._late: set[asyncio.Task[None]] = set()  # runs spawned after stop() began
         self._next_notes: dict[str, tuple[int, str | None]] = {}  # name -> (next slot, its DST note)
         self._load_errors: dict[str, str] = {}  # jobs whose stored definition did not load, and why
         self._started_at: dict[int, int] = {}  # run id -> when it went running, for WatchRuns messages
@@ -383,6 +387,16 @@ class Scheduler:
         )
 
     async def _on_timer(self, name: str, slot: int) -> None:
+        me = asyncio.current_task()
+        if me is None:
+            return await self._fire(name, slot)
+        self._firing.add(me)
+        try:
+            await self._fire(name, slot)
+        finally:
+            self._firing.discard(me)
+
+    async def _fire(self, name: str, slot: int) -> None:
         job = self.jobs.get(name)
         if job is None or self._stopping:
             return
@@ -551,9 +565,12 @@ class Scheduler:
         task = asyncio.create_task(self._execute(name, run_id, trigger, slot, attempt), name=f"run-{run_id}")
         self.running.setdefault(name, {})[run_id] = task
         self._tasks.add(task)
+        if self._stopping:
+            self._late.add(task)
 
         def done(t: asyncio.Task[None]) -> None:
             self._tasks.discard(t)
+            self._late.discard(t)
             runs = self.running.get(name, {})
             runs.pop(run_id, None)
             if not runs:
@@ -571,6 +588,12 @@ class Scheduler:
         # as running never outnumber --max-concurrent-runs (a run that ended but is not yet recorded
         # still counts).
         held = False
+        if self._stopping:
+            # Recorded as the server began to stop (a slot that fired, a retry, a trigger in flight):
+            # not started, and ended now, so a clean stop leaves no run open.
+            why = "not started: lobwife shutting down"
+            await self._finish(name, run_id, trigger, slot, attempt, "abandoned", None, None, "", False, why)
+            return
         try:
             try:
                 await self.sem.acquire()
@@ -937,12 +960,20 @@ class Scheduler:
         self._stopping = True
         if self._aps.running:
             self._aps.shutdown(wait=False)
-        pending = [t for t in self._tasks if not t.done()]
-        if pending:
-            _, still = await asyncio.wait(pending, timeout=grace)
-            for t in still:
-                t.cancel("ended at shutdown: still running after the grace period")
-            await asyncio.gather(*still, return_exceptions=True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        # Until nothing is left: a timer callback in flight may still start a run, which then ends
+        # at once (see _execute). Neither those runs nor the firings are cancelled: a task cancelled
+        # before its first step runs none of its code, so its run would stay pending.
+        while pending := [t for t in self._tasks | self._firing if not t.done()]:
+            remaining = deadline - loop.time()
+            if remaining > 0:
+                await asyncio.wait(pending, timeout=remaining)
+                continue
+            for t in pending:
+                if t in self._tasks and t not in self._late:
+                    t.cancel("ended at shutdown: still running after the grace period")
+            await asyncio.gather(*pending, return_exceptions=True)
         self.feed.close()
 
 

@@ -196,6 +196,19 @@ async def test_a_key_minted_after_start_is_found_by_reloading(tmp_path: Path) ->
     assert (await authn.identify(token)).role is Role.SERVICE
 
 
+async def test_a_rotated_key_verifies_at_once_after_a_token_of_an_unknown_key(tmp_path: Path) -> None:
+    # CI saw a fresh key's first token refused: a token of another lobwife's key a moment before had
+    # spent a rate-limited look at the key file, so the rotation was not seen for a second.
+    authn = Authenticator(LobwifeTokens(KeyRing.load_or_create(tmp_path)))
+    stranger, _ = LobwifeTokens(KeyRing.load_or_create(tmp_path / "another")).mint(Role.ADMIN)
+    with pytest.raises(AuthError) as e:
+        await authn.identify(stranger)
+    assert e.value.reason == "unknown_key"
+    rotated = rotate(tmp_path, grace=60)
+    token, _ = LobwifeTokens(rotated).mint(Role.SERVICE)
+    assert (await authn.identify(token)).role is Role.SERVICE
+
+
 class _Counting(LobwifeTokens):
     calls = 0
 
