@@ -126,6 +126,45 @@ def test_no_or_a_bad_token_is_refused_without_echoing_it(fleet: Fleet) -> None:
     assert fleet.admin not in unsendable.stderr
 
 
+def test_the_token_can_come_from_a_file(fleet: Fleet, tmp_path: Path) -> None:
+    srv = fleet.server
+    path = tmp_path / "token"
+    path.write_text(fleet.admin + "\n")
+    who = lobwife(srv, "--token-file", str(path), "auth", "whoami", "--json")
+    assert who.returncode == 0, who.stderr
+    assert json.loads(who.stdout)["subject"] == "ops"
+    env = {"LOBWIFE_ADDR": srv.grpc_addr, "LOBWIFE_TOKEN_FILE": str(path)}
+    by_env = subprocess.run(
+        [sys.executable, "-m", "lobwife", "auth", "whoami", "--json"],
+        env=subprocess_env(**env),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert by_env.returncode == 0, by_env.stderr
+    assert json.loads(by_env.stdout)["subject"] == "ops"
+    missing = lobwife(srv, "--token-file", str(tmp_path / "nope"), "auth", "whoami")
+    assert missing.returncode == 2 and missing.stderr.startswith("error: --token-file: cannot read "), missing.stderr
+    both = lobwife(srv, "--token", fleet.admin, "--token-file", str(path), "auth", "whoami")
+    assert both.returncode == 2 and "not both" in both.stderr and fleet.admin not in both.stderr
+
+
+def test_broker_status_with_a_task_credential_shows_what_it_may(fleet: Fleet) -> None:
+    srv = fleet.server
+    created = lobwife(srv, "tasks", "create", "a worker's task", "--json", token=fleet.admin)
+    assert created.returncode == 0, created.stderr
+    ref = json.loads(created.stdout)["task_id"]
+    minted = lobwife(srv, "auth", "mint", "--state-dir", str(srv.state_dir), "--role", "task", "--task", ref)
+    assert minted.returncode == 0, minted.stderr
+    status = lobwife(srv, "broker", "status", token=minted.stdout.strip())
+    assert status.returncode == 0, status.stderr
+    assert "enabled:             yes" in status.stdout  # the summary is public
+    assert "registrations not shown: listing them needs a reader, service or admin credential" in status.stderr
+    data = json.loads(lobwife(srv, "broker", "status", "--json", token=minted.stdout.strip()).stdout)
+    assert data["broker"]["enabled"] is True and data["registrations"] is None
+
+
 def test_register_token_audit_deregister(fleet: Fleet) -> None:
     srv, admin = fleet.server, fleet.admin
     repos = ("lobmob/repo1", "lobmob/repo2")

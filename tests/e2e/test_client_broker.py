@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import pickle
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import grpc
 import pytest
@@ -97,6 +99,58 @@ def test_the_token_comes_from_the_environment_and_stays_out_of_reprs(
     assert "two words" not in str(bad.value)
     with pytest.raises(ValueError, match="without the 'Bearer ' prefix"):
         Client(fleet.server.grpc_addr, token="Bearer " + fleet.admin)
+
+
+def _swap_token(directory: Path, token: str, n: int) -> None:
+    """Replace the token as the kubelet does a projected volume: a new file, then one rename of a link."""
+    (directory / f"..data{n}").write_text(token + "\n")
+    (directory / "next").symlink_to(f"..data{n}")
+    os.replace(directory / "next", directory / "token")
+
+
+def test_a_token_file_is_read_again_when_the_kubelet_replaces_it(
+    fleet: Fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reader = mint_from_state_dir(fleet.server.state_dir, "reader", subject="grafana")
+    _swap_token(tmp_path, reader, 1)
+    monkeypatch.delenv("LOBWIFE_TOKEN", raising=False)
+    with Client(fleet.server.grpc_addr, token_file=tmp_path / "token") as client:
+        assert client.whoami().subject == "grafana" and client.has_token
+        assert reader not in repr(client) and str(tmp_path / "token") in repr(client)
+        _swap_token(tmp_path, fleet.admin, 2)
+        assert client.whoami().subject == "ops"  # the same client, the new token
+        (tmp_path / "token").unlink()  # mid-swap, or gone: the last good token is kept
+        assert client.whoami().subject == "ops"
+    # $LOBWIFE_TOKEN_FILE when no token is given; $LOBWIFE_TOKEN first.
+    _swap_token(tmp_path, reader, 3)
+    monkeypatch.setenv("LOBWIFE_TOKEN_FILE", str(tmp_path / "token"))
+    with Client(fleet.server.grpc_addr) as client:
+        assert client.whoami().subject == "grafana"
+    monkeypatch.setenv("LOBWIFE_TOKEN", fleet.admin)
+    with Client(fleet.server.grpc_addr) as client:
+        assert client.whoami().subject == "ops"
+
+    async def both() -> tuple[str, str]:
+        async with AsyncClient(fleet.server.grpc_addr, token_file=tmp_path / "token") as client:
+            first = (await client.whoami()).subject
+            _swap_token(tmp_path, fleet.admin, 4)
+            return first, (await client.whoami()).subject
+
+    assert asyncio.run(both()) == ("grafana", "ops")
+
+
+def test_a_token_file_that_cannot_be_used_is_refused_at_once(fleet: Fleet, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"^token_file: cannot read .*missing"):
+        Client(fleet.server.grpc_addr, token_file=tmp_path / "missing")
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ValueError, match=r"^token_file: .*empty is empty"):
+        Client(fleet.server.grpc_addr, token_file=tmp_path / "empty")
+    (tmp_path / "spaced").write_text("two words " + fleet.admin)
+    with pytest.raises(ValueError, match="printable ASCII") as bad:
+        Client(fleet.server.grpc_addr, token_file=tmp_path / "spaced")
+    assert fleet.admin not in str(bad.value)
+    with pytest.raises(ValueError, match="not both"):
+        Client(fleet.server.grpc_addr, token=fleet.admin, token_file=tmp_path / "spaced")
 
 
 def test_register_token_audit_deregister(lw: Client, fleet: Fleet) -> None:

@@ -52,6 +52,10 @@ def check(srv: ServerProcess) -> None:
         "audit_entries": 10,
     }, health
     assert curl("GET", u + "/api/status").json["broker"] == health["broker"]
+    # The old daemon's registrations are linked to the tasks they name (T7 is task 7; no task is
+    # lobster-2, and an expired one is left alone), so the task's end and its task token reach them.
+    regs = curl("GET", u + "/api/tasks").json
+    assert {ref: r.get("task", "") for ref, r in regs.items()} == {"T7": "T7", "lobster-2": "", "T3": "", "T9": ""}
     task = curl("GET", u + "/api/v1/tasks/7")
     assert task.status == 200 and task.json["estimate_minutes"] == 12.5
     assert b'"estimate_minutes":12.5' in task.body

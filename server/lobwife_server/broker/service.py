@@ -190,6 +190,15 @@ class BrokerService:
         if github is None and settings.github is not None:
             github = GitHubApp(settings.github)
         svc = cls(db, settings, page_tokens, tasks, github, store=store)
+        # The old daemon's registrations name their task only by reference: linked here, once, so that
+        # the task's end ends them and its task token reaches them, as if registered by lobwife.
+        linked = await db.write(lambda c, w: store.link_unlinked(c))
+        if linked:
+            log.info(
+                "linked %d registration(s) to their tasks",
+                len(linked),
+                extra={"linked": [f"{ref}=T{number}" for ref, number in linked[:20]]},
+            )
         for row in await db.read(store.list_registrations):
             if row.status == "active" and row.repos:
                 svc._active[row.ref] = svc._entry(row.repos, row.lobster_type, row.task_number)

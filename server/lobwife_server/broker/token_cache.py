@@ -15,8 +15,11 @@ over 100 tasks sharing 10 repository sets cost 10 GitHub calls.
   token and returns the tokens nobody holds any more, for the caller to revoke at GitHub; a token
   still shared with another task is not revoked under it.
 * Bounded: at most ``max_entries`` tokens (default 1024). Past that, tokens due for refresh go
-  first, then the least recently used; an evicted token is only forgotten (it lapses at GitHub
-  within the hour, and its holders may still be using it).
+  first, then the least recently used. A token pushed out (by the bound, or replaced by its
+  scope's next token) is no longer handed out but stays revocable: its holders may still be
+  using it, so it is not revoked then, but it is kept with them (until it expires, at most
+  ``max_entries`` of them, the nearest to expiry dropped first) so that :meth:`release` still
+  frees it when its last holder ends, and a finished task's token does not live out its hour.
 
 All of it runs on one event loop (no locks: nothing awaits between a lookup and its update).
 """
@@ -78,6 +81,8 @@ class TokenCache:
         self._entries: OrderedDict[CacheKey, _Entry] = OrderedDict()
         self._inflight: dict[CacheKey, asyncio.Task[InstallationToken]] = {}
         self._pending_holders: dict[CacheKey, set[str]] = {}
+        #: Tokens no longer handed out but still held: kept only to be freed by release().
+        self._retired: list[_Entry] = []
         #: Requests answered from a kept token, joined to a call in flight, and calls started.
         self.hits = 0
         self.joined = 0
@@ -150,8 +155,8 @@ class TokenCache:
             return token
         old = self._entries.pop(key, None)
         if old is not None:
-            # The old token is left to lapse: its holders may be mid-push with it.
-            holders |= old.holders
+            # Not revoked now (its holders may be mid-push with it), but still theirs to release.
+            self._retire(old)
         self._entries[key] = _Entry(token, refresh_at, holders)
         self._bound()
         return token
@@ -161,9 +166,24 @@ class TokenCache:
             return
         now = self._clock()
         for key in [k for k, e in self._entries.items() if now >= e.refresh_at]:
-            del self._entries[key]
+            self._retire(self._entries.pop(key))
         while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+            self._retire(self._entries.popitem(last=False)[1])
+
+    def _retire(self, entry: _Entry) -> None:
+        if not entry.holders:
+            return  # nobody would release it: it lapses at GitHub
+        now = self._clock()
+        self._retired = [e for e in self._retired if e.token.expires_at.timestamp() > now]
+        self._retired.append(entry)
+        if len(self._retired) > self.max_entries:
+            self._retired.sort(key=lambda e: e.token.expires_at)
+            del self._retired[: len(self._retired) - self.max_entries]
+
+    @property
+    def retired(self) -> int:
+        """Tokens no longer handed out, kept until their holders release them or they expire."""
+        return len(self._retired)
 
     def release(self, holder: str) -> list[InstallationToken]:
         """Drops ``holder`` (a task that ended) from every token; the tokens it was the last holder of
@@ -177,6 +197,17 @@ class TokenCache:
                 if not entry.holders:
                     del self._entries[key]
                     freed.append(entry.token)
+        if self._retired:
+            now, kept = self._clock(), []
+            for entry in self._retired:
+                entry.holders.discard(holder)
+                if entry.token.expires_at.timestamp() <= now:
+                    continue  # lapsed: nothing to revoke
+                if entry.holders:
+                    kept.append(entry)
+                else:
+                    freed.append(entry.token)
+            self._retired = kept
         return freed
 
     def evict(self, key: CacheKey) -> InstallationToken | None:
@@ -185,9 +216,10 @@ class TokenCache:
         return entry.token if entry is not None else None
 
     def drain(self) -> list[InstallationToken]:
-        """Forgets every kept token and returns them (at shutdown, to revoke)."""
-        tokens = [e.token for e in self._entries.values()]
+        """Forgets every kept token (retired ones too) and returns them (at shutdown, to revoke)."""
+        tokens = [e.token for e in self._entries.values()] + [e.token for e in self._retired]
         self._entries.clear()
+        self._retired.clear()
         return tokens
 
     def holders(self, key: CacheKey) -> frozenset[str]:

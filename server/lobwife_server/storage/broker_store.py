@@ -190,6 +190,34 @@ def expire_idle(conn: sqlite3.Connection, cutoff: int, now: int) -> list[tuple[s
     return expired
 
 
+def link_unlinked(conn: sqlite3.Connection) -> list[tuple[str, int]]:
+    """Links the old daemon's active registrations to the tasks they name (by ``find_task``), once;
+    returns the (reference, task) pairs it linked.
+
+    The old daemon kept no task link, so its rows are those lobwife did not register
+    (``registered_by`` empty). Each is looked at once and then marked ``registered_by =
+    'lobwife-upgrade'``, linked or not: a task created later under the same name does not pick up a
+    stranger's registration at some restart (lobwife's own registrations never link late either).
+    """
+    linked: list[tuple[str, int]] = []
+    refs = conn.execute(
+        "SELECT task_id FROM broker_tasks WHERE registered_by IS NULL AND task_number IS NULL AND status = 'active'"
+    ).fetchall()
+    for (ref,) in refs:
+        number = find_task(conn, ref)
+        conn.execute(
+            "UPDATE broker_tasks SET task_number = ?, registered_by = ? WHERE task_id = ?",
+            (number, UPGRADE_ACTOR, ref),
+        )
+        if number is not None:
+            linked.append((ref, number))
+    return linked
+
+
+#: Who registered the old daemon's registrations, as far as lobwife can tell.
+UPGRADE_ACTOR = "lobwife-upgrade"
+
+
 def find_task(conn: sqlite3.Connection, ref: str) -> int | None:
     """The task a broker reference names: ``T42`` / ``42`` (whatever its status), else the newest
     unfinished task whose slug, name or ``assigned_to`` it is (slug first, then name). None: no task;

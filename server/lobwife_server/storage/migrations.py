@@ -515,6 +515,12 @@ def _v7_broker_audit(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v8_broker_task_index(conn: sqlite3.Connection) -> None:
+    """An index on ``broker_tasks.task_number``: a task's end finds its registrations by it (and the
+    auth directory counts a task's active ones on every task-token call)."""
+    _script(conn, "CREATE INDEX IF NOT EXISTS broker_tasks_task_number ON broker_tasks(task_number)")
+
+
 Migration = Callable[[sqlite3.Connection], None]
 
 MIGRATIONS: list[tuple[int, str, Migration]] = [
@@ -525,6 +531,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (5, "request fingerprints of task creates", _v5_request_fingerprints),
     (6, "fractional estimates, values kept verbatim", _v6_fractional_estimates),
     (7, "broker: typed registration and audit columns", _v7_broker_audit),
+    (8, "broker: registrations by task", _v8_broker_task_index),
 ]
 LATEST = MIGRATIONS[-1][0]
 

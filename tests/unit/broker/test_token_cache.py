@@ -176,3 +176,44 @@ async def test_the_cache_is_bounded_least_recently_used_first() -> None:
     assert cache.evict(keys[1]) is None  # the least recently used went first
     assert cache.evict(keys[0]) is not None
     assert cache.fetches == 4
+
+
+async def test_a_token_pushed_out_while_held_is_still_freed_by_its_last_holder() -> None:
+    # Pushed out by the bound, or replaced by its scope's next token, a token is no longer handed out;
+    # but a task that ends later must still get it revoked, not leave it to live out its hour.
+    now = [time.time()]
+    cache = TokenCache(max_entries=2, clock=lambda: now[0])
+    keys = [cache_key(i, None, {}) for i in range(3)]
+    made = iter(range(100))
+
+    async def fetch() -> InstallationToken:
+        n = next(made)
+        return tok(n, hours=1 + n / 10)  # each one lasts 6 minutes longer than the one before
+
+    held, _ = await cache.get(keys[0], fetch, holder="T1")
+    await cache.get(keys[1], fetch, holder="T2")
+    await cache.get(keys[2], fetch)  # pushes keys[0] (least recently used) out
+    assert cache.evict(keys[0]) is None and cache.retired == 1
+    assert cache.release("T1") == [held] and cache.retired == 0
+    # Replaced at refresh: the old one stays T2's to release; the new one is nobody's yet.
+    old, _ = await cache.get(keys[1], fetch, holder="T2")
+    now[0] = old.expires_at.timestamp() - 299  # inside the 5 minute margin
+    new, reused = await cache.get(keys[1], fetch, holder="T3")
+    assert new.token != old.token and not reused and cache.retired == 1
+    assert cache.release("T2") == [old]
+    assert cache.release("T3") == [new]
+    # A pushed-out token that expired before its holder ended is not returned (nothing to revoke).
+    gone, _ = await cache.get(keys[0], fetch, holder="T4")
+    await cache.get(keys[1], fetch)
+    await cache.get(keys[2], fetch)
+    assert cache.retired == 1
+    now[0] = gone.expires_at.timestamp() + 1
+    assert cache.release("T4") == [] and cache.retired == 0
+    # A pushed-out token nobody holds is not kept at all; drain returns retired ones too.
+    cache = TokenCache(max_entries=1)
+    await cache.get(keys[0], fetch)
+    await cache.get(keys[1], fetch)
+    assert cache.retired == 0
+    kept, _ = await cache.get(keys[2], fetch, holder="T5")
+    last, _ = await cache.get(keys[0], fetch)
+    assert cache.retired == 1 and {t.token for t in cache.drain()} == {kept.token, last.token}

@@ -15,7 +15,7 @@
     lobwife auth mint --state-dir DIR --role admin      # a bearer token (or --server, with an admin token)
     lobwife auth whoami                                 # who the server takes --token for
 
-Global options (``--addr``, ``--timeout``, ``--token``, ``--json``) go before or after
+Global options (``--addr``, ``--timeout``, ``--token``, ``--token-file``, ``--json``) go before or after
 the command. ``--addr`` defaults to ``$LOBWIFE_ADDR`` or 127.0.0.1:50051, ``--token``
 to ``$LOBWIFE_TOKEN``. A command first waits up to ``--connect-timeout`` seconds (default 2)
 for the server to answer, then gives up with a hint. Exit status: 0 on success, 1 when the
@@ -23,7 +23,8 @@ server refused or failed the call (``error: NOT_FOUND: Task T9 not found`` on st
 usage errors, 3 when no lobwife server answers at the address.
 
 ``--token`` (or ``$LOBWIFE_TOKEN``, which keeps it out of the process list) is sent with every
-call and printed nowhere. One module per command group (``serve``, ``tasks``, ``jobs``,
+call and printed nowhere; ``--token-file`` (``$LOBWIFE_TOKEN_FILE``) reads it from a file, such as
+a pod's projected service-account token. One module per command group (``serve``, ``tasks``, ``jobs``,
 ``broker``, ``auth``, ``system``), each with a
 ``register(commands, common)`` that adds its parser and subcommands; ``_args``, ``_output``
 and ``_connect`` are what they share.
@@ -221,8 +222,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     addr = getattr(ns, "addr", None) or os.environ.get("LOBWIFE_ADDR") or DEFAULT_ADDR
-    # None: the client reads $LOBWIFE_TOKEN itself.
+    # None: the client reads $LOBWIFE_TOKEN (or $LOBWIFE_TOKEN_FILE) itself.
     token = getattr(ns, "token", None)
+    token_file = getattr(ns, "token_file", None)
+    if token is not None and token_file is not None:
+        print("error: give --token or --token-file, not both", file=sys.stderr)
+        return 2
     timeout = getattr(ns, "timeout", 10.0)
     connect_timeout = min(getattr(ns, "connect_timeout", CONNECT_TIMEOUT_S), timeout)
     offline = getattr(ns, "offline", None)
@@ -230,11 +235,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A command that needs no server this time (`auth mint --state-dir`).
         return int(ns.func(ns, None))
     try:
-        client = Client(addr, timeout=timeout, token=token)
+        client = Client(addr, timeout=timeout, token=token, token_file=token_file)
     except ValueError as e:
         # A token that cannot be sent; the message names where it came from, not what it is.
         message = str(e)
-        print(f"error: {'--' + message if message.startswith('token:') else message}", file=sys.stderr)
+        if message.startswith(("token:", "token_file:")):
+            message = "--" + message.replace("token_file:", "token-file:", 1)
+        print(f"error: {message}", file=sys.stderr)
         return 2
     try:
         with client, server_answering(addr, connect_timeout):

@@ -118,6 +118,13 @@ def global_options() -> argparse.ArgumentParser:
         metavar="TOKEN",
         help="bearer token sent with every call (env LOBWIFE_TOKEN, which keeps it out of the process list)",
     )
+    group.add_argument(
+        "--token-file",
+        default=argparse.SUPPRESS,
+        metavar="PATH",
+        help="read the bearer token from this file, e.g. a pod's projected service-account token"
+        " (env LOBWIFE_TOKEN_FILE)",
+    )
     group.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
     return common
 
@@ -135,3 +142,9 @@ def leaf(
     p: argparse.ArgumentParser = actions.add_parser(name, help=help, description=help, parents=[common])
     p.set_defaults(func=func, parser=p)
     return p
+
+
+def page_size_option(p: argparse.ArgumentParser) -> None:
+    """``--limit`` of a paged list: the page size asked for. The server's default and maximum apply;
+    they are the server's rule (one table, api/limits), so the CLI does not repeat them."""
+    p.add_argument("--limit", type=positive_int, help="page size (the server's default and maximum apply)")

@@ -11,7 +11,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from lobwife.cli._args import Subcommands, leaf, positive_int
+import grpc
+
+from lobwife.cli._args import Subcommands, leaf, page_size_option
 from lobwife.cli._output import (
     _json,
     _print_json,
@@ -21,7 +23,7 @@ from lobwife.cli._output import (
     format_timestamp,
     message_to_dict,
 )
-from lobwife.client import Client
+from lobwife.client import Client, LobwifeError
 from lobwife.v1 import broker_pb2
 
 # Widest REPOS and DETAIL cells; --json has them whole.
@@ -81,7 +83,7 @@ def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
 
     p = leaf(actions, common, "audit", cmd_audit, "show the token audit log, newest first")
     p.add_argument("--task", dest="ref", metavar="REF", help="only this task reference")
-    p.add_argument("--limit", type=positive_int, help="page size (server default applies)")
+    page_size_option(p)
     p.add_argument("--page-token", help="continue from a previous page")
     p.add_argument("--all", action="store_true", help="fetch every page")
 
@@ -90,18 +92,24 @@ def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
 
 def cmd_status(ns: argparse.Namespace, client: Client) -> int:
     summary = client.health().broker
-    registrations = client.broker_registrations()
+    try:
+        registrations: dict[str, broker_pb2.Registration] | None = dict(client.broker_registrations())
+    except LobwifeError as e:
+        if e.code != grpc.StatusCode.PERMISSION_DENIED:
+            raise
+        # A task's or a job's credential: the summary is public, the list is not theirs to read.
+        registrations = None
+        print("registrations not shown: listing them needs a reader, service or admin credential", file=sys.stderr)
     out = sys.stdout
     if _json(ns):
-        _print_json(
-            {
-                "broker": message_to_dict(summary),
-                "registrations": {ref: message_to_dict(reg) for ref, reg in sorted(registrations.items())},
-            },
-            out,
+        listed = (
+            None if registrations is None else {ref: message_to_dict(reg) for ref, reg in sorted(registrations.items())}
         )
+        _print_json({"broker": message_to_dict(summary), "registrations": listed}, out)
         return 0
     out.write(format_fields(summary))
+    if registrations is None:
+        return 0
     if registrations:
         rows = [registration_row(ref, reg) for ref, reg in sorted(registrations.items())]
         out.write("\n" + format_table(REGISTRATION_HEADERS, rows))

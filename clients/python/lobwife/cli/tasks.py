@@ -13,6 +13,7 @@ from lobwife.cli._args import (
     leaf,
     non_negative_float,
     non_negative_int,
+    page_size_option,
     positive_int,
     status_arg,
     time_arg,
@@ -129,7 +130,7 @@ def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
         metavar="TIME",
         help="created before (ISO 8601, or an age)",
     )
-    p.add_argument("--limit", type=positive_int, help="page size (server default 100, at most 500)")
+    page_size_option(p)
     p.add_argument("--page-token", help="continue from a previous page")
     p.add_argument("--all", action="store_true", help="fetch every page")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
@@ -86,9 +87,10 @@ class AsyncClient(ChannelSettings):
         timeout: float = 10.0,
         retries: int = MAX_RETRIES,
         token: str | None = None,
+        token_file: str | os.PathLike[str] | None = None,
         secure: bool = False,
     ) -> None:
-        super().__init__(addr, timeout, retries, token, secure)
+        super().__init__(addr, timeout, retries, token, secure, token_file)
         if secure:
             self._channel = grpc.aio.secure_channel(self.addr, grpc.ssl_channel_credentials(), options=self._options)
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Generator, Iterator
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
@@ -79,6 +80,10 @@ class Client(ChannelSettings):
     ``authorization: Bearer <token>`` metadata: a token from :meth:`mint_token` or
     ``lobwife auth mint``, or a Kubernetes service-account token. It is kept only in that
     metadata: the client's repr says whether one is set, never what it is.
+
+    ``token_file`` (default ``$LOBWIFE_TOKEN_FILE`` when no token is given) names a file holding
+    the token, read again whenever it changes: a pod's projected service-account token, which the
+    kubelet replaces before it expires. Give ``token`` or ``token_file``, not both.
     """
 
     def __init__(
@@ -88,9 +93,10 @@ class Client(ChannelSettings):
         timeout: float = 10.0,
         retries: int = MAX_RETRIES,
         token: str | None = None,
+        token_file: str | os.PathLike[str] | None = None,
         secure: bool = False,
     ) -> None:
-        super().__init__(addr, timeout, retries, token, secure)
+        super().__init__(addr, timeout, retries, token, secure, token_file)
         if secure:
             self._channel = grpc.secure_channel(self.addr, grpc.ssl_channel_credentials(), options=self._options)
         else:
