@@ -1,6 +1,6 @@
 """lobwife benchmark for issue 10: the GitHub token broker and auth, against GetTask in the same run.
 
-    python bench/broker_bench.py            # 3 rounds x 8 runs x 5 s (~2.5 minutes)
+    python bench/broker_bench.py            # 3 rounds x 12 runs x 5 s (~3.5 minutes)
     python bench/broker_bench.py --quick    # 1 round x 3 s: smoke run (~1 minute)
 
 Starts a GitHub App stand-in (``tests/fakes/github.FakeGitHub``, a real HTTP server in this
@@ -14,7 +14,9 @@ repository sets. Then:
    baseline and a subject, repeated ``--rounds`` times, the order of each pair swapped every
    other round: IssueTaskToken (from the cache) beside GetTask, over gRPC and over HTTP; GetTask
    with ``enforce`` (an admin JWT per call) beside GetTask with auth off, over gRPC (and over HTTP,
-   without a target). The table reports medians, the ratio (median of the per-round ratios),
+   without a target); and, without a target, IssueTaskToken beside CreateTask: a token is a
+   durable write (its audit row commits before it is returned), and this is its cost beside
+   another write. The table reports medians, the ratio (median of the per-round ratios),
    the target, CPU of the load generator / the server / everything else, and the server's CPU
    per request.
 
@@ -507,6 +509,11 @@ def build_plan(tmp: Path, off: Lobwife, enf: Lobwife, sizes: Sizes, rounds: int)
     token_lua = wrk_script(tmp / "token.lua", "POST", [("/api/token", json.dumps({"task_id": ref})) for ref in refs])
     bearer = enf.metadata[0][1]
     every = f"{{T1..T{TASKS}}}"
+    # A write to compare the token with: a token is a durable write too (its audit row commits
+    # before it is returned), so CreateTask (a task row and its event) is the fair yardstick.
+    create_frame = tmp / "create.grpc"
+    create_frame.write_bytes(bench_run.grpc_frame(tasks_pb2.CreateTaskRequest(name="bench write")))
+    create_lua = wrk_script(tmp / "create.lua", "POST", [("/api/v1/tasks", json.dumps({"name": "bench write"}))])
 
     def grpc_get(key: str, lw: Lobwife, label: str, **kw: Any) -> Measurement:
         url = f"http://127.0.0.1:{lw.grpc_port}/{TASK_SERVICE}/GetTask"
@@ -557,6 +564,42 @@ def build_plan(tmp: Path, off: Lobwife, enf: Lobwife, sizes: Sizes, rounds: int)
             f"GET /api/v1/tasks/{every} (enforce)",
             headers=[f"Authorization: {bearer}"],
             baseline="http_get_off",
+        ),
+        Measurement(
+            "grpc_create",
+            "CreateTask, a write (auth off)",
+            "gRPC",
+            off,
+            f"http://127.0.0.1:{off.grpc_port}/{TASK_SERVICE}/CreateTask",
+            frames=[create_frame],
+            min_resp=8,
+        ),
+        Measurement(
+            "grpc_token_w",
+            "IssueTaskToken, cached (auth off)",
+            "gRPC",
+            off,
+            f"http://127.0.0.1:{off.grpc_port}/{BROKER_SERVICE}/IssueTaskToken",
+            frames=token_frames,
+            min_resp=sizes.token,
+            baseline="grpc_create",
+        ),
+        Measurement(
+            "http_create",
+            "POST /api/v1/tasks, a write (off)",
+            "HTTP",
+            off,
+            f"{off.http_url}/api/v1/tasks",
+            lua=create_lua,
+        ),
+        Measurement(
+            "http_token_w",
+            f"POST /api/token {every} (off)",
+            "HTTP",
+            off,
+            f"{off.http_url}/api/token",
+            lua=token_lua,
+            baseline="http_create",
         ),
     ]
 

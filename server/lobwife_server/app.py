@@ -28,6 +28,7 @@ from lobwife.v1.services import SERVICE_NAMES
 from lobwife_server import config as config_mod
 from lobwife_server.api import gateway
 from lobwife_server.api.rpc import Dispatcher
+from lobwife_server.audits.service import AuditService
 from lobwife_server.auth import policy as auth_policy
 from lobwife_server.auth import settings as auth_settings
 from lobwife_server.auth.enforcer import Mode
@@ -78,7 +79,6 @@ def tune_gc() -> None:
 #: when an RPC is neither implemented nor here, or is here and implemented.
 NOT_BUILT: dict[str, str] = {
     "lobwife.v1.CostService": "cost events (issue 11)",
-    "lobwife.v1.AuditService": "audit findings (issue 11)",
 }
 
 #: Largest gRPC message accepted; HTTP bodies have their own bound (Config.max_body_bytes).
@@ -176,6 +176,7 @@ class LobwifeServer:
                     scheduler, self.tasks.tokens, self.started, broker=self.broker.summary
                 ),
                 "lobwife.v1.BrokerService": self.broker,
+                "lobwife.v1.AuditService": AuditService(self.db, self.tasks.tokens),
                 "lobwife.v1.SystemService": system,
             },
             authorizer=self.auth.authorizer,

@@ -79,6 +79,17 @@ class CallContext:
             self._metadata = self._metadata_source()
         return self._metadata
 
+    def caller(self) -> str:
+        """Who asked, for an audit trail: ``role:subject`` of the credential (auth on), else the peer's
+        address (``anonymous@...``). Never the credential itself."""
+        identity = self.identity
+        subject = getattr(identity, "subject", None)
+        if isinstance(subject, str) and subject:
+            role = getattr(identity, "role", None)
+            role_name = getattr(role, "value", role)
+            return f"{role_name}:{subject}" if isinstance(role_name, str) and role_name else subject
+        return f"anonymous@{self.peer}" if self.peer else "anonymous"
+
 
 class Authorizer(Protocol):
     """The hook every call passes before anything else looks at it (lobwife_server.auth implements it).

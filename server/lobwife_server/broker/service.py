@@ -120,17 +120,6 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:SHA_PREFIX]
 
 
-def _who(ctx: CallContext) -> str:
-    """Who asked, for the audit: the credential's subject (auth on), else the peer's address."""
-    identity = getattr(ctx, "identity", None)
-    subject = getattr(identity, "subject", None)
-    if isinstance(subject, str) and subject:
-        role = getattr(identity, "role", None)
-        role_name = getattr(role, "value", role)
-        return f"{role_name}:{subject}" if isinstance(role_name, str) and role_name else subject
-    return f"anonymous@{ctx.peer}" if ctx.peer else "anonymous"
-
-
 def _ts(at: datetime) -> timestamp_pb2.Timestamp:
     ts = timestamp_pb2.Timestamp()
     ts.FromDatetime(at)
@@ -233,7 +222,7 @@ class BrokerService:
         if req.mint_task_token:
             await self._may_mint_for(ref, ctx)
         await self._check_owners(repos)
-        who = _who(ctx)
+        who = ctx.caller()
         actor = getattr(getattr(ctx, "identity", None), "subject", None) or lobster_type
         entry = self._entry(repos, lobster_type, None)
         now = now_us()
@@ -310,7 +299,7 @@ class BrokerService:
     ) -> broker_pb2.DeregisterTaskResponse:
         ref = check_text("task_id", req.task_id, MAX_SHORT, required=True)
         assert ref is not None
-        await self._end(ref, _who(ctx), "")
+        await self._end(ref, ctx.caller(), "")
         return broker_pb2.DeregisterTaskResponse(status="removed", task_id=ref)
 
     async def _end(self, ref: str, who: str, detail: str) -> bool:
@@ -350,7 +339,7 @@ class BrokerService:
         return checked
 
     def identity_of(self, ctx: CallContext) -> str:
-        return _who(ctx)
+        return ctx.caller()
 
     def register_in(
         self, conn: Conn, wctx: WriteContext, number: int, repos: Sequence[str], lobster_type: str, who: str
@@ -439,7 +428,7 @@ class BrokerService:
     async def ExpireRegistrations(
         self, req: broker_pb2.ExpireRegistrationsRequest, ctx: CallContext
     ) -> broker_pb2.ExpireRegistrationsResponse:
-        return broker_pb2.ExpireRegistrationsResponse(expired=len(await self.expire(_who(ctx))))
+        return broker_pb2.ExpireRegistrationsResponse(expired=len(await self.expire(ctx.caller())))
 
     async def expire(self, who: str = "lobwife") -> list[str]:
         """Expires the registrations idle longer than ``idle_ttl`` (audited); returns their references."""
@@ -495,10 +484,10 @@ class BrokerService:
         entry = self._active.get(ref)
         if entry is None:
             why = await self.db.read(lambda c: self._why_inactive(c, ref))
-            await self._deny(ref, _who(ctx), why)
+            await self._deny(ref, ctx.caller(), why)
             raise _denied(f"task {ref[:60]!r}: {why}; register it first (POST /api/tasks/{{ref}}/register)")
         if entry.task_number is not None and self.tasks is not None and await self.tasks.task_ended(entry.task_number):
-            who = _who(ctx)
+            who = ctx.caller()
             why = f"task T{entry.task_number} is finished"
             await self._end(ref, who, why)
             await self._deny(ref, who, why, entry.repos)
@@ -511,7 +500,7 @@ class BrokerService:
             return github.create_installation_token(repos, perms, deadline=time.monotonic() + timeout)
 
         token, reused = await self.cache.get(entry.key, fetch, holder=ref, deadline=time.monotonic() + timeout)
-        who, number = _who(ctx), entry.task_number
+        who, number = ctx.caller(), entry.task_number
         digest = token_digest(token.token)
         now = now_us()
 
@@ -565,7 +554,7 @@ class BrokerService:
             return github.create_installation_token(None, perms, deadline=time.monotonic() + timeout)
 
         token, reused = await self.cache.get(key, fetch, deadline=time.monotonic() + timeout)
-        who, digest, now = _who(ctx), token_digest(token.token), now_us()
+        who, digest, now = ctx.caller(), token_digest(token.token), now_us()
         await self.db.write(
             lambda c, w: self.store.insert_audit(
                 c, service, None, "service_token_issued", now, identity=who, token_sha256=digest, reused=reused

@@ -168,6 +168,7 @@ PAGE_SIZES: Mapping[str, PageBounds] = MappingProxyType(
         "lobwife.v1.ListJobsRequest": PageBounds(default=100, maximum=1000),
         "lobwife.v1.ListJobRunsRequest": PageBounds(default=50, maximum=500),
         "lobwife.v1.ListTokenAuditRequest": PageBounds(default=100, maximum=1000),
+        "lobwife.v1.ListFindingsRequest": PageBounds(default=100, maximum=500),
     }
 )
 

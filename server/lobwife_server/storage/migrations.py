@@ -521,6 +521,58 @@ def _v8_broker_task_index(conn: sqlite3.Connection) -> None:
     _script(conn, "CREATE INDEX IF NOT EXISTS broker_tasks_task_number ON broker_tasks(task_number)")
 
 
+def _v9_audit_findings(conn: sqlite3.Connection) -> None:
+    """Audit findings (audit_store): one row per fingerprint, their events, the request ids of reports."""
+    _script(
+        conn,
+        """
+        CREATE TABLE audit_findings (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            fingerprint TEXT NOT NULL,
+            category TEXT NOT NULL,
+            severity INTEGER NOT NULL,
+            title TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT '',
+            subject TEXT NOT NULL DEFAULT '',
+            task_number INTEGER,
+            source TEXT NOT NULL DEFAULT '',
+            status TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'resolved', 'wont_fix')),
+            resolution TEXT NOT NULL DEFAULT '',
+            note TEXT NOT NULL DEFAULT '',
+            resolved_by TEXT,
+            report_count INTEGER NOT NULL DEFAULT 1,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL,
+            last_seen_at INTEGER NOT NULL,
+            resolved_at INTEGER
+        );
+        CREATE UNIQUE INDEX audit_findings_fingerprint ON audit_findings(fingerprint);
+        CREATE INDEX audit_findings_status ON audit_findings(status, id);
+        CREATE INDEX audit_findings_category ON audit_findings(category, id);
+        CREATE INDEX audit_findings_subject ON audit_findings(subject, id);
+        CREATE INDEX audit_findings_task ON audit_findings(task_number, id) WHERE task_number IS NOT NULL;
+        CREATE INDEX audit_findings_seen ON audit_findings(last_seen_at);
+        CREATE TABLE audit_finding_events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            finding_id INTEGER NOT NULL REFERENCES audit_findings(id),
+            kind TEXT NOT NULL,
+            actor TEXT NOT NULL DEFAULT '',
+            detail TEXT NOT NULL DEFAULT '',
+            created_at INTEGER NOT NULL
+        );
+        CREATE INDEX audit_finding_events_finding ON audit_finding_events(finding_id, id);
+        CREATE TABLE audit_requests (
+            request_id TEXT PRIMARY KEY,
+            finding_id INTEGER NOT NULL REFERENCES audit_findings(id),
+            request_fp BLOB NOT NULL,
+            created INTEGER NOT NULL,
+            reopened INTEGER NOT NULL,
+            created_at INTEGER NOT NULL
+        )
+        """,
+    )
+
+
 Migration = Callable[[sqlite3.Connection], None]
 
 MIGRATIONS: list[tuple[int, str, Migration]] = [
@@ -532,6 +584,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (6, "fractional estimates, values kept verbatim", _v6_fractional_estimates),
     (7, "broker: typed registration and audit columns", _v7_broker_audit),
     (8, "broker: registrations by task", _v8_broker_task_index),
+    (9, "audit findings", _v9_audit_findings),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -31,10 +31,12 @@ from lobwife.client._requests import (
     _update_request,
     parse_enum,
     to_duration,
+    to_timestamp,
 )
 from lobwife.client._rpc import Pages, Rpc, Unary, pages, unary, whole
 from lobwife.client._watch import Reconnect, RunWatch, TaskWatch
-from lobwife.v1 import auth_pb2, broker_pb2, jobs_pb2, system_pb2, tasks_pb2
+from lobwife.v1 import audits_pb2, auth_pb2, broker_pb2, jobs_pb2, system_pb2, tasks_pb2
+from lobwife.v1.audits_pb2 import CreateFindingResponse, Finding, GetFindingResponse, ListFindingsResponse
 from lobwife.v1.auth_pb2 import MintTokenResponse, WhoAmIResponse
 from lobwife.v1.broker_pb2 import (
     DeregisterTaskResponse,
@@ -68,6 +70,7 @@ T = tasks_pb2
 J = jobs_pb2
 A = auth_pb2
 B = broker_pb2
+AU = audits_pb2
 
 # --- the RPCs --------------------------------------------------------------------------
 
@@ -110,6 +113,12 @@ LIST_TOKEN_AUDIT = Rpc("BrokerService", "ListTokenAudit", B.ListTokenAuditReques
 EXPIRE_REGISTRATIONS = Rpc(
     "BrokerService", "ExpireRegistrations", B.ExpireRegistrationsRequest, B.ExpireRegistrationsResponse
 )
+
+CREATE_FINDING = Rpc("AuditService", "CreateFinding", AU.CreateFindingRequest, AU.CreateFindingResponse)
+GET_FINDING = Rpc("AuditService", "GetFinding", AU.GetFindingRequest, AU.GetFindingResponse)
+LIST_FINDINGS = Rpc("AuditService", "ListFindings", AU.ListFindingsRequest, AU.ListFindingsResponse)
+UPDATE_FINDING = Rpc("AuditService", "UpdateFinding", AU.UpdateFindingRequest, AU.UpdateFindingResponse)
+RESOLVE_FINDING = Rpc("AuditService", "ResolveFinding", AU.ResolveFindingRequest, AU.ResolveFindingResponse)
 
 # --- the table -------------------------------------------------------------------------
 
@@ -645,6 +654,162 @@ def iter_token_audit(
 def expire_registrations(*, timeout: float | None = None) -> Unary[int]:
     """Expire the registrations idle longer than the server's configured age; returns how many."""
     return unary(EXPIRE_REGISTRATIONS, B.ExpireRegistrationsRequest(), timeout, lambda r: r.expired)
+
+
+# --- audit findings --------------------------------------------------------------------
+
+_SEVERITY = AU.Severity.DESCRIPTOR
+_FINDING_STATUS = AU.FindingStatus.DESCRIPTOR
+#: What UpdateFinding may change.
+FINDING_FIELDS = ("severity", "title", "detail", "subject", "source")
+
+
+@_method(CREATE_FINDING)
+def create_finding(
+    category: str,
+    title: str,
+    *,
+    severity: EnumLike | None = None,
+    detail: str | None = None,
+    subject: str | None = None,
+    source: str | None = None,
+    fingerprint: str | None = None,
+    request_id: str | None = None,
+    timeout: float | None = None,
+) -> Unary[CreateFindingResponse]:
+    """Report a finding (``category`` is the audit type). The answer's ``created`` is False when
+    it was counted on an open finding with the same fingerprint, ``reopened`` True when it
+    reopened a resolved one. ``severity``: ``"info"`` .. ``"critical"`` (default medium);
+    ``subject``: ``"T42"``, ``"org/repo"``, ``"job:NAME"`` or free text."""
+    finding = AU.Finding(
+        category=category,
+        title=title,
+        severity=parse_enum(_SEVERITY, severity, "severity") if severity is not None else 0,  # type: ignore[arg-type]
+        detail=detail or "",
+        subject=subject or "",
+        source=source or "",
+        fingerprint=fingerprint or "",
+    )
+    return whole(CREATE_FINDING, AU.CreateFindingRequest(finding=finding, request_id=request_id or ""), timeout)
+
+
+@_method(GET_FINDING)
+def get_finding(finding_id: int, *, timeout: float | None = None) -> Unary[GetFindingResponse]:
+    """One finding (``finding``) with its events, oldest first (``events``)."""
+    return whole(GET_FINDING, AU.GetFindingRequest(id=finding_id), timeout)
+
+
+def _findings_request(
+    status: EnumLike | None,
+    min_severity: EnumLike | None,
+    task_ref: int | str | None,
+    category: str | None,
+    subject: str | None,
+    since: TimestampLike | None,
+    page_size: int | None,
+    page_token: str | None,
+) -> audits_pb2.ListFindingsRequest:
+    req = AU.ListFindingsRequest(
+        status=parse_enum(_FINDING_STATUS, status, "status") if status is not None else 0,  # type: ignore[arg-type]
+        min_severity=parse_enum(_SEVERITY, min_severity, "min_severity") if min_severity is not None else 0,  # type: ignore[arg-type]
+        task_id=_task_ref(task_ref) if task_ref is not None else "",
+        category=category or "",
+        subject=subject or "",
+        page_size=page_size or 0,
+        page_token=page_token or "",
+    )
+    if since is not None:
+        req.since.CopyFrom(to_timestamp(since))
+    return req
+
+
+@_method(LIST_FINDINGS)
+def list_findings(
+    *,
+    status: EnumLike | None = None,
+    min_severity: EnumLike | None = None,
+    task_ref: int | str | None = None,
+    category: str | None = None,
+    subject: str | None = None,
+    since: TimestampLike | None = None,
+    page_size: int | None = None,
+    page_token: str | None = None,
+    timeout: float | None = None,
+) -> Unary[ListFindingsResponse]:
+    """One page of findings, newest first, matching every filter given (``since``: seen at or after)."""
+    req = _findings_request(status, min_severity, task_ref, category, subject, since, page_size, page_token)
+    return whole(LIST_FINDINGS, req, timeout)
+
+
+@_method(LIST_FINDINGS, "pages")
+def iter_findings(
+    *,
+    status: EnumLike | None = None,
+    min_severity: EnumLike | None = None,
+    task_ref: int | str | None = None,
+    category: str | None = None,
+    subject: str | None = None,
+    since: TimestampLike | None = None,
+    page_size: int | None = None,
+    timeout: float | None = None,
+) -> Pages[Finding]:
+    """Every finding matching the filters, newest first, page after page."""
+    return pages(
+        lambda token: whole(
+            LIST_FINDINGS,
+            _findings_request(status, min_severity, task_ref, category, subject, since, page_size, token),
+            timeout,
+        ),
+        lambda p: p.findings,
+    )
+
+
+@_method(UPDATE_FINDING)
+def update_finding(
+    finding_id: int,
+    *,
+    actor: str | None = None,
+    timeout: float | None = None,
+    **fields: str | int,
+) -> Unary[Finding]:
+    """Change exactly the fields given (``severity``, ``title``, ``detail``, ``subject``, ``source``):
+    ``update_finding(12, severity="high")``. Each change is a finding event."""
+    unknown = sorted(set(fields) - set(FINDING_FIELDS))
+    if unknown:
+        raise TypeError(f"update_finding: unknown field(s) {', '.join(unknown)}; fields: {', '.join(FINDING_FIELDS)}")
+    if not fields:
+        raise TypeError(f"update_finding: name at least one of {', '.join(FINDING_FIELDS)}")
+    finding = AU.Finding(id=finding_id)
+    for name, value in fields.items():
+        if name == "severity":
+            finding.severity = parse_enum(_SEVERITY, value, "severity")  # type: ignore[assignment]
+        else:
+            setattr(finding, name, str(value))
+    req = AU.UpdateFindingRequest(finding=finding, actor=actor or "")
+    req.update_mask.paths.extend(fields)
+    return unary(UPDATE_FINDING, req, timeout, lambda r: r.finding)
+
+
+@_method(RESOLVE_FINDING)
+def resolve_finding(
+    finding_id: int,
+    *,
+    resolution: str | None = None,
+    note: str | None = None,
+    status: EnumLike = "resolved",
+    actor: str | None = None,
+    timeout: float | None = None,
+) -> Unary[Finding]:
+    """Resolve a finding (``status`` ``"resolved"``, or ``"wont_fix"``) saying how, or reopen it
+    (``"open"``). ``actor`` defaults to the caller's identity."""
+    req = AU.ResolveFindingRequest(
+        id=finding_id,
+        status=parse_enum(_FINDING_STATUS, status, "status"),  # type: ignore[arg-type]
+        resolution=resolution or "",
+        note=note or "",
+        actor=actor or "",
+    )
+    return unary(RESOLVE_FINDING, req, timeout, lambda r: r.finding)
 
 
 #: Every RPC the table calls, by full name.

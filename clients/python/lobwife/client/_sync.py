@@ -166,3 +166,10 @@ class Client(ChannelSettings):
     list_token_audit = _unary(b.list_token_audit)
     iter_token_audit = _pages(b.iter_token_audit)
     expire_registrations = _unary(b.expire_registrations)
+
+    create_finding = _unary(b.create_finding)
+    get_finding = _unary(b.get_finding)
+    list_findings = _unary(b.list_findings)
+    iter_findings = _pages(b.iter_findings)
+    update_finding = _unary(b.update_finding)
+    resolve_finding = _unary(b.resolve_finding)

@@ -29,7 +29,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from lobwife.v1 import annotations_pb2 as lobwife_dot_v1_dot_annotations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17lobwife/v1/audits.proto\x12\nlobwife.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1clobwife/v1/annotations.proto\"\xa2\x03\n\x07\x46inding\x12\x10\n\x02id\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x08\x12\x14\n\x07task_id\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12&\n\x08severity\x18\x03 \x01(\x0e\x32\x14.lobwife.v1.Severity\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\r\n\x05title\x18\x05 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x06 \x01(\t\x12)\n\x06status\x18\x07 \x01(\x0e\x32\x19.lobwife.v1.FindingStatus\x12\x12\n\nresolution\x18\x08 \x01(\t\x12\x18\n\x0bresolved_by\x18\t \x01(\tH\x01\x88\x01\x01\x12\x34\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nupdated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bresolved_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x42\n\n\x08_task_idB\x0e\n\x0c_resolved_by\"V\n\x14\x43reateFindingRequest\x12*\n\x07\x66inding\x18\x01 \x01(\x0b\x32\x13.lobwife.v1.FindingB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"=\n\x15\x43reateFindingResponse\x12$\n\x07\x66inding\x18\x01 \x01(\x0b\x32\x13.lobwife.v1.Finding\"%\n\x11GetFindingRequest\x12\x10\n\x02id\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x02\":\n\x12GetFindingResponse\x12$\n\x07\x66inding\x18\x01 \x01(\x0b\x32\x13.lobwife.v1.Finding\"\xab\x01\n\x13ListFindingsRequest\x12)\n\x06status\x18\x01 \x01(\x0e\x32\x19.lobwife.v1.FindingStatus\x12*\n\x0cmin_severity\x18\x02 \x01(\x0e\x32\x14.lobwife.v1.Severity\x12\x0f\n\x07task_id\x18\x03 \x01(\t\x12\x18\n\tpage_size\x18\x04 \x01(\x05R\x05limit\x12\x12\n\npage_token\x18\x05 \x01(\t\"V\n\x14ListFindingsResponse\x12%\n\x08\x66indings\x18\x01 \x03(\x0b\x32\x13.lobwife.v1.Finding\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"s\n\x14UpdateFindingRequest\x12*\n\x07\x66inding\x18\x01 \x01(\x0b\x32\x13.lobwife.v1.FindingB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"=\n\x15UpdateFindingResponse\x12$\n\x07\x66inding\x18\x01 \x01(\x0b\x32\x13.lobwife.v1.Finding\"w\n\x15ResolveFindingRequest\x12\x10\n\x02id\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.lobwife.v1.FindingStatus\x12\x12\n\nresolution\x18\x03 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\">\n\x16ResolveFindingResponse\x12$\n\x07\x66inding\x18\x01 \x01(\x0b\x32\x13.lobwife.v1.Finding*\x88\x01\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x11\n\rSEVERITY_INFO\x10\x01\x12\x10\n\x0cSEVERITY_LOW\x10\x02\x12\x13\n\x0fSEVERITY_MEDIUM\x10\x03\x12\x11\n\rSEVERITY_HIGH\x10\x04\x12\x15\n\x11SEVERITY_CRITICAL\x10\x05*\x82\x01\n\rFindingStatus\x12\x1e\n\x1a\x46INDING_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13\x46INDING_STATUS_OPEN\x10\x01\x12\x1b\n\x17\x46INDING_STATUS_RESOLVED\x10\x02\x12\x1b\n\x17\x46INDING_STATUS_WONT_FIX\x10\x03\x32\x95\x05\n\x0c\x41uditService\x12\x85\x01\n\rCreateFinding\x12 .lobwife.v1.CreateFindingRequest\x1a!.lobwife.v1.CreateFindingResponse\"/\xc8\xf3\x18\xc9\x01\x82\xd3\xe4\x93\x02$\"\x10/api/v1/findings:\x07\x66indingb\x07\x66inding\x12s\n\nGetFinding\x12\x1d.lobwife.v1.GetFindingRequest\x1a\x1e.lobwife.v1.GetFindingResponse\"&\x82\xd3\xe4\x93\x02 \x12\x15/api/v1/findings/{id}b\x07\x66inding\x12k\n\x0cListFindings\x12\x1f.lobwife.v1.ListFindingsRequest\x1a .lobwife.v1.ListFindingsResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v1/findings\x12\x8d\x01\n\rUpdateFinding\x12 .lobwife.v1.UpdateFindingRequest\x1a!.lobwife.v1.UpdateFindingResponse\"7\x82\xd3\xe4\x93\x02\x31\x32\x1d/api/v1/findings/{finding.id}:\x07\x66indingb\x07\x66inding\x12\x8a\x01\n\x0eResolveFinding\x12!.lobwife.v1.ResolveFindingRequest\x1a\".lobwife.v1.ResolveFindingResponse\"1\x82\xd3\xe4\x93\x02+\"\x1d/api/v1/findings/{id}:resolve:\x01*b\x07\x66indingb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17lobwife/v1/audits.proto\x12\nlobwife.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1clobwife/v1/annotations.proto\"\xd1\x04\n\x07\x46inding\x12\x10\n\x02id\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x08\x12\x1a\n\x07task_id\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03H\x00\x88\x01\x01\x12&\n\x08severity\x18\x03 \x01(\x0e\x32\x14.lobwife.v1.Severity\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\r\n\x05title\x18\x05 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x06 \x01(\t\x12/\n\x06status\x18\x07 \x01(\x0e\x32\x19.lobwife.v1.FindingStatusB\x04\xe2\x41\x01\x03\x12\x18\n\nresolution\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1e\n\x0bresolved_by\x18\t \x01(\tB\x04\xe2\x41\x01\x03H\x01\x88\x01\x01\x12\x34\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nupdated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bresolved_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x0f\n\x07subject\x18\r \x01(\t\x12\x0e\n\x06source\x18\x0e \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x0f \x01(\t\x12\x13\n\x05\x63ount\x18\x10 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x36\n\x0clast_seen_at\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x12\n\x04note\x18\x12 \x01(\tB\x04\xe2\x41\x01\x03\x42\n\n\x08_task_idB\x0e\n\x0c_resolved_by\"w\n\x0c\x46indingEvent\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"V\n\x14\x43reateFindingRequest\x12*\n\x07\x66inding\x18\x01 \x01(\x0b\x32\x13.lobwife.v1.FindingB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"`\n\x15\x43reateFindingResponse\x12$\n\x07\x66inding\x18\x01 \x01(\x0b\x32\x13.lobwife.v1.Finding\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x10\n\x08reopened\x18\x03 \x01(\x08\"%\n\x11GetFindingRequest\x12\x10\n\x02id\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x02\"d\n\x12GetFindingResponse\x12$\n\x07\x66inding\x18\x01 \x01(\x0b\x32\x13.lobwife.v1.Finding\x12(\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x18.lobwife.v1.FindingEvent\"\xf9\x01\n\x13ListFindingsRequest\x12)\n\x06status\x18\x01 \x01(\x0e\x32\x19.lobwife.v1.FindingStatus\x12*\n\x0cmin_severity\x18\x02 \x01(\x0e\x32\x14.lobwife.v1.Severity\x12\x0f\n\x07task_id\x18\x03 \x01(\t\x12\x18\n\tpage_size\x18\x04 \x01(\x05R\x05limit\x12\x12\n\npage_token\x18\x05 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x06 \x01(\t\x12\x0f\n\x07subject\x18\x07 \x01(\t\x12)\n\x05since\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"V\n\x14ListFindingsResponse\x12%\n\x08\x66indings\x18\x01 \x03(\x0b\x32\x13.lobwife.v1.Finding\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x82\x01\n\x14UpdateFindingRequest\x12*\n\x07\x66inding\x18\x01 \x01(\x0b\x32\x13.lobwife.v1.FindingB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\"=\n\x15UpdateFindingResponse\x12$\n\x07\x66inding\x18\x01 \x01(\x0b\x32\x13.lobwife.v1.Finding\"\x85\x01\n\x15ResolveFindingRequest\x12\x10\n\x02id\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.lobwife.v1.FindingStatus\x12\x12\n\nresolution\x18\x03 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12\x0c\n\x04note\x18\x05 \x01(\t\">\n\x16ResolveFindingResponse\x12$\n\x07\x66inding\x18\x01 \x01(\x0b\x32\x13.lobwife.v1.Finding*\x88\x01\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x11\n\rSEVERITY_INFO\x10\x01\x12\x10\n\x0cSEVERITY_LOW\x10\x02\x12\x13\n\x0fSEVERITY_MEDIUM\x10\x03\x12\x11\n\rSEVERITY_HIGH\x10\x04\x12\x15\n\x11SEVERITY_CRITICAL\x10\x05*\x82\x01\n\rFindingStatus\x12\x1e\n\x1a\x46INDING_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13\x46INDING_STATUS_OPEN\x10\x01\x12\x1b\n\x17\x46INDING_STATUS_RESOLVED\x10\x02\x12\x1b\n\x17\x46INDING_STATUS_WONT_FIX\x10\x03\x32\xbc\x05\n\x0c\x41uditService\x12\xa6\x01\n\rCreateFinding\x12 .lobwife.v1.CreateFindingRequest\x1a!.lobwife.v1.CreateFindingResponse\"P\xc8\xf3\x18\xc9\x01\x82\xd3\xe4\x93\x02\x45\"\x10/api/v1/findings:\x07\x66indingZ\x1f\"\x0b/api/audits:\x07\x66indingb\x07\x66indingb\x07\x66inding\x12j\n\nGetFinding\x12\x1d.lobwife.v1.GetFindingRequest\x1a\x1e.lobwife.v1.GetFindingResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/api/v1/findings/{id}\x12z\n\x0cListFindings\x12\x1f.lobwife.v1.ListFindingsRequest\x1a .lobwife.v1.ListFindingsResponse\"\'\x82\xd3\xe4\x93\x02!\x12\x10/api/v1/findingsZ\r\x12\x0b/api/audits\x12\x8d\x01\n\rUpdateFinding\x12 .lobwife.v1.UpdateFindingRequest\x1a!.lobwife.v1.UpdateFindingResponse\"7\x82\xd3\xe4\x93\x02\x31\x32\x1d/api/v1/findings/{finding.id}:\x07\x66indingb\x07\x66inding\x12\x8a\x01\n\x0eResolveFinding\x12!.lobwife.v1.ResolveFindingRequest\x1a\".lobwife.v1.ResolveFindingResponse\"1\x82\xd3\xe4\x93\x02+\"\x1d/api/v1/findings/{id}:resolve:\x01*b\x07\x66indingb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,12 +38,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_FINDING'].fields_by_name['id']._loaded_options = None
   _globals['_FINDING'].fields_by_name['id']._serialized_options = b'\342A\001\010'
+  _globals['_FINDING'].fields_by_name['task_id']._loaded_options = None
+  _globals['_FINDING'].fields_by_name['task_id']._serialized_options = b'\342A\001\003'
+  _globals['_FINDING'].fields_by_name['status']._loaded_options = None
+  _globals['_FINDING'].fields_by_name['status']._serialized_options = b'\342A\001\003'
+  _globals['_FINDING'].fields_by_name['resolution']._loaded_options = None
+  _globals['_FINDING'].fields_by_name['resolution']._serialized_options = b'\342A\001\003'
+  _globals['_FINDING'].fields_by_name['resolved_by']._loaded_options = None
+  _globals['_FINDING'].fields_by_name['resolved_by']._serialized_options = b'\342A\001\003'
   _globals['_FINDING'].fields_by_name['created_at']._loaded_options = None
   _globals['_FINDING'].fields_by_name['created_at']._serialized_options = b'\342A\001\003'
   _globals['_FINDING'].fields_by_name['updated_at']._loaded_options = None
   _globals['_FINDING'].fields_by_name['updated_at']._serialized_options = b'\342A\001\003'
   _globals['_FINDING'].fields_by_name['resolved_at']._loaded_options = None
   _globals['_FINDING'].fields_by_name['resolved_at']._serialized_options = b'\342A\001\003'
+  _globals['_FINDING'].fields_by_name['count']._loaded_options = None
+  _globals['_FINDING'].fields_by_name['count']._serialized_options = b'\342A\001\003'
+  _globals['_FINDING'].fields_by_name['last_seen_at']._loaded_options = None
+  _globals['_FINDING'].fields_by_name['last_seen_at']._serialized_options = b'\342A\001\003'
+  _globals['_FINDING'].fields_by_name['note']._loaded_options = None
+  _globals['_FINDING'].fields_by_name['note']._serialized_options = b'\342A\001\003'
   _globals['_CREATEFINDINGREQUEST'].fields_by_name['finding']._loaded_options = None
   _globals['_CREATEFINDINGREQUEST'].fields_by_name['finding']._serialized_options = b'\342A\001\002'
   _globals['_GETFINDINGREQUEST'].fields_by_name['id']._loaded_options = None
@@ -53,41 +67,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESOLVEFINDINGREQUEST'].fields_by_name['id']._loaded_options = None
   _globals['_RESOLVEFINDINGREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
   _globals['_AUDITSERVICE'].methods_by_name['CreateFinding']._loaded_options = None
-  _globals['_AUDITSERVICE'].methods_by_name['CreateFinding']._serialized_options = b'\310\363\030\311\001\202\323\344\223\002$\"\020/api/v1/findings:\007findingb\007finding'
+  _globals['_AUDITSERVICE'].methods_by_name['CreateFinding']._serialized_options = b'\310\363\030\311\001\202\323\344\223\002E\"\020/api/v1/findings:\007findingZ\037\"\013/api/audits:\007findingb\007findingb\007finding'
   _globals['_AUDITSERVICE'].methods_by_name['GetFinding']._loaded_options = None
-  _globals['_AUDITSERVICE'].methods_by_name['GetFinding']._serialized_options = b'\202\323\344\223\002 \022\025/api/v1/findings/{id}b\007finding'
+  _globals['_AUDITSERVICE'].methods_by_name['GetFinding']._serialized_options = b'\202\323\344\223\002\027\022\025/api/v1/findings/{id}'
   _globals['_AUDITSERVICE'].methods_by_name['ListFindings']._loaded_options = None
-  _globals['_AUDITSERVICE'].methods_by_name['ListFindings']._serialized_options = b'\202\323\344\223\002\022\022\020/api/v1/findings'
+  _globals['_AUDITSERVICE'].methods_by_name['ListFindings']._serialized_options = b'\202\323\344\223\002!\022\020/api/v1/findingsZ\r\022\013/api/audits'
   _globals['_AUDITSERVICE'].methods_by_name['UpdateFinding']._loaded_options = None
   _globals['_AUDITSERVICE'].methods_by_name['UpdateFinding']._serialized_options = b'\202\323\344\223\00212\035/api/v1/findings/{finding.id}:\007findingb\007finding'
   _globals['_AUDITSERVICE'].methods_by_name['ResolveFinding']._loaded_options = None
   _globals['_AUDITSERVICE'].methods_by_name['ResolveFinding']._serialized_options = b'\202\323\344\223\002+\"\035/api/v1/findings/{id}:resolve:\001*b\007finding'
-  _globals['_SEVERITY']._serialized_start=1498
-  _globals['_SEVERITY']._serialized_end=1634
-  _globals['_FINDINGSTATUS']._serialized_start=1637
-  _globals['_FINDINGSTATUS']._serialized_end=1767
+  _globals['_SEVERITY']._serialized_start=1980
+  _globals['_SEVERITY']._serialized_end=2116
+  _globals['_FINDINGSTATUS']._serialized_start=2119
+  _globals['_FINDINGSTATUS']._serialized_end=2249
   _globals['_FINDING']._serialized_start=200
-  _globals['_FINDING']._serialized_end=618
-  _globals['_CREATEFINDINGREQUEST']._serialized_start=620
-  _globals['_CREATEFINDINGREQUEST']._serialized_end=706
-  _globals['_CREATEFINDINGRESPONSE']._serialized_start=708
-  _globals['_CREATEFINDINGRESPONSE']._serialized_end=769
-  _globals['_GETFINDINGREQUEST']._serialized_start=771
-  _globals['_GETFINDINGREQUEST']._serialized_end=808
-  _globals['_GETFINDINGRESPONSE']._serialized_start=810
-  _globals['_GETFINDINGRESPONSE']._serialized_end=868
-  _globals['_LISTFINDINGSREQUEST']._serialized_start=871
-  _globals['_LISTFINDINGSREQUEST']._serialized_end=1042
-  _globals['_LISTFINDINGSRESPONSE']._serialized_start=1044
-  _globals['_LISTFINDINGSRESPONSE']._serialized_end=1130
-  _globals['_UPDATEFINDINGREQUEST']._serialized_start=1132
-  _globals['_UPDATEFINDINGREQUEST']._serialized_end=1247
-  _globals['_UPDATEFINDINGRESPONSE']._serialized_start=1249
-  _globals['_UPDATEFINDINGRESPONSE']._serialized_end=1310
-  _globals['_RESOLVEFINDINGREQUEST']._serialized_start=1312
-  _globals['_RESOLVEFINDINGREQUEST']._serialized_end=1431
-  _globals['_RESOLVEFINDINGRESPONSE']._serialized_start=1433
-  _globals['_RESOLVEFINDINGRESPONSE']._serialized_end=1495
-  _globals['_AUDITSERVICE']._serialized_start=1770
-  _globals['_AUDITSERVICE']._serialized_end=2431
+  _globals['_FINDING']._serialized_end=793
+  _globals['_FINDINGEVENT']._serialized_start=795
+  _globals['_FINDINGEVENT']._serialized_end=914
+  _globals['_CREATEFINDINGREQUEST']._serialized_start=916
+  _globals['_CREATEFINDINGREQUEST']._serialized_end=1002
+  _globals['_CREATEFINDINGRESPONSE']._serialized_start=1004
+  _globals['_CREATEFINDINGRESPONSE']._serialized_end=1100
+  _globals['_GETFINDINGREQUEST']._serialized_start=1102
+  _globals['_GETFINDINGREQUEST']._serialized_end=1139
+  _globals['_GETFINDINGRESPONSE']._serialized_start=1141
+  _globals['_GETFINDINGRESPONSE']._serialized_end=1241
+  _globals['_LISTFINDINGSREQUEST']._serialized_start=1244
+  _globals['_LISTFINDINGSREQUEST']._serialized_end=1493
+  _globals['_LISTFINDINGSRESPONSE']._serialized_start=1495
+  _globals['_LISTFINDINGSRESPONSE']._serialized_end=1581
+  _globals['_UPDATEFINDINGREQUEST']._serialized_start=1584
+  _globals['_UPDATEFINDINGREQUEST']._serialized_end=1714
+  _globals['_UPDATEFINDINGRESPONSE']._serialized_start=1716
+  _globals['_UPDATEFINDINGRESPONSE']._serialized_end=1777
+  _globals['_RESOLVEFINDINGREQUEST']._serialized_start=1780
+  _globals['_RESOLVEFINDINGREQUEST']._serialized_end=1913
+  _globals['_RESOLVEFINDINGRESPONSE']._serialized_start=1915
+  _globals['_RESOLVEFINDINGRESPONSE']._serialized_end=1977
+  _globals['_AUDITSERVICE']._serialized_start=2252
+  _globals['_AUDITSERVICE']._serialized_end=2952
 # @@protoc_insertion_point(module_scope)

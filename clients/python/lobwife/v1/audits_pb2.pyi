@@ -83,23 +83,50 @@ class Finding(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     RESOLVED_AT_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    FINGERPRINT_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    LAST_SEEN_AT_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     """Assigned by the server; identifies the finding in Get/Update/Resolve."""
     task_id: _builtins.int
-    """The task's number the finding is about, if any."""
+    """The task the finding is about, when `subject` names one (`T42`): set by the server."""
     severity: Global___Severity.ValueType
+    """`medium` when not given."""
     category: _builtins.str
+    """The audit type: which audit found it (`security`, `pr-review`, `cost`, ...)."""
     title: _builtins.str
     detail: _builtins.str
+    """Up to 64 KiB of text."""
     status: Global___FindingStatus.ValueType
     resolution: _builtins.str
+    """How it was resolved, in a line (`fixed in org/app#12`); set by ResolveFinding."""
     resolved_by: _builtins.str
+    """Who resolved it."""
+    subject: _builtins.str
+    """What it is about: a task (`T42`), a repository (`org/app`), a job (`job:NAME`) or free text."""
+    source: _builtins.str
+    """Who reported it: the audit job or script, or a reviewer."""
+    fingerprint: _builtins.str
+    """What makes two reports one finding. Default: a digest of category, subject and title, so
+    the same audit reporting the same thing twice is counted, not stored twice.
+    """
+    count: _builtins.int
+    """Reports of it since it was created (the first one included)."""
+    note: _builtins.str
+    """A longer note on the resolution; set by ResolveFinding."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def resolved_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_seen_at(self) -> _timestamp_pb2.Timestamp:
+        """The latest report."""
+
     def __init__(
         self,
         *,
@@ -115,10 +142,16 @@ class Finding(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         resolved_at: _timestamp_pb2.Timestamp | None = ...,
+        subject: _builtins.str = ...,
+        source: _builtins.str = ...,
+        fingerprint: _builtins.str = ...,
+        count: _builtins.int = ...,
+        last_seen_at: _timestamp_pb2.Timestamp | None = ...,
+        note: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_resolved_by", b"_resolved_by", "_task_id", b"_task_id", "created_at", b"created_at", "resolved_at", b"resolved_at", "resolved_by", b"resolved_by", "task_id", b"task_id", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_resolved_by", b"_resolved_by", "_task_id", b"_task_id", "created_at", b"created_at", "last_seen_at", b"last_seen_at", "resolved_at", b"resolved_at", "resolved_by", b"resolved_by", "task_id", b"task_id", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_resolved_by", b"_resolved_by", "_task_id", b"_task_id", "category", b"category", "created_at", b"created_at", "detail", b"detail", "id", b"id", "resolution", b"resolution", "resolved_at", b"resolved_at", "resolved_by", b"resolved_by", "severity", b"severity", "status", b"status", "task_id", b"task_id", "title", b"title", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_resolved_by", b"_resolved_by", "_task_id", b"_task_id", "category", b"category", "count", b"count", "created_at", b"created_at", "detail", b"detail", "fingerprint", b"fingerprint", "id", b"id", "last_seen_at", b"last_seen_at", "note", b"note", "resolution", b"resolution", "resolved_at", b"resolved_at", "resolved_by", b"resolved_by", "severity", b"severity", "source", b"source", "status", b"status", "subject", b"subject", "task_id", b"task_id", "title", b"title", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__resolved_by: _TypeAlias = _typing.Literal["resolved_by"]  # noqa: Y015
     _WhichOneofArgType__resolved_by: _TypeAlias = _typing.Literal["_resolved_by", b"_resolved_by"]  # noqa: Y015
@@ -132,6 +165,41 @@ class Finding(_message.Message):
 Global___Finding: _TypeAlias = Finding  # noqa: Y015
 
 @_typing.final
+class FindingEvent(_message.Message):
+    """One change of a finding."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    kind: _builtins.str
+    """`created`, `updated`, `resolved`, `wont_fix`, `reopened`."""
+    actor: _builtins.str
+    detail: _builtins.str
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        kind: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        detail: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "created_at", b"created_at", "detail", b"detail", "id", b"id", "kind", b"kind"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindingEvent: _TypeAlias = FindingEvent  # noqa: Y015
+
+@_typing.final
 class CreateFindingRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -139,7 +207,9 @@ class CreateFindingRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     @_builtins.property
-    def finding(self) -> Global___Finding: ...
+    def finding(self) -> Global___Finding:
+        """`category` and `title` are required."""
+
     def __init__(
         self,
         *,
@@ -159,16 +229,24 @@ class CreateFindingResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     FINDING_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    REOPENED_FIELD_NUMBER: _builtins.int
+    created: _builtins.bool
+    """False when the report was counted on a finding already open (or reopened it)."""
+    reopened: _builtins.bool
+    """True when the report reopened a resolved or won't-fix finding."""
     @_builtins.property
     def finding(self) -> Global___Finding: ...
     def __init__(
         self,
         *,
         finding: Global___Finding | None = ...,
+        created: _builtins.bool = ...,
+        reopened: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["finding", b"finding"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["finding", b"finding"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "finding", b"finding", "reopened", b"reopened"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -198,16 +276,22 @@ class GetFindingResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     FINDING_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def finding(self) -> Global___Finding: ...
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___FindingEvent]:
+        """Its changes, oldest first (the newest 100)."""
+
     def __init__(
         self,
         *,
         finding: Global___Finding | None = ...,
+        events: _abc.Iterable[Global___FindingEvent] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["finding", b"finding"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["finding", b"finding"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "finding", b"finding"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -222,11 +306,23 @@ class ListFindingsRequest(_message.Message):
     TASK_ID_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
     status: Global___FindingStatus.ValueType
     min_severity: Global___Severity.ValueType
+    """At least this severe."""
     task_id: _builtins.str
+    """`T42`: the findings about that task."""
     page_size: _builtins.int
     page_token: _builtins.str
+    category: _builtins.str
+    """The audit type."""
+    subject: _builtins.str
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """Seen (reported) at or after this."""
+
     def __init__(
         self,
         *,
@@ -235,10 +331,13 @@ class ListFindingsRequest(_message.Message):
         task_id: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        category: _builtins.str = ...,
+        subject: _builtins.str = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_severity", b"min_severity", "page_size", b"page_size", "page_token", b"page_token", "status", b"status", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "min_severity", b"min_severity", "page_size", b"page_size", "page_token", b"page_token", "since", b"since", "status", b"status", "subject", b"subject", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -273,6 +372,9 @@ class UpdateFindingRequest(_message.Message):
 
     FINDING_FIELD_NUMBER: _builtins.int
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    actor: _builtins.str
+    """Who made the change (default: the caller's identity)."""
     @_builtins.property
     def finding(self) -> Global___Finding: ...
     @_builtins.property
@@ -282,10 +384,11 @@ class UpdateFindingRequest(_message.Message):
         *,
         finding: Global___Finding | None = ...,
         update_mask: _field_mask_pb2.FieldMask | None = ...,
+        actor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["finding", b"finding", "update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["finding", b"finding", "update_mask", b"update_mask"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "finding", b"finding", "update_mask", b"update_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -319,11 +422,16 @@ class ResolveFindingRequest(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     RESOLUTION_FIELD_NUMBER: _builtins.int
     ACTOR_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     status: Global___FindingStatus.ValueType
-    """`resolved` (default) or `wont_fix`."""
+    """`resolved` (default), `wont_fix`, or `open` to reopen it."""
     resolution: _builtins.str
+    """How, in a line."""
     actor: _builtins.str
+    """Who (default: the caller's identity)."""
+    note: _builtins.str
+    """A longer note."""
     def __init__(
         self,
         *,
@@ -331,10 +439,11 @@ class ResolveFindingRequest(_message.Message):
         status: Global___FindingStatus.ValueType = ...,
         resolution: _builtins.str = ...,
         actor: _builtins.str = ...,
+        note: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "id", b"id", "resolution", b"resolution", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "id", b"id", "note", b"note", "resolution", b"resolution", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

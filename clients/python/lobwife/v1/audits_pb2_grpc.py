@@ -26,10 +26,10 @@ if _version_not_supported:
 
 
 class AuditServiceStub:
-    """AuditService keeps audit findings (from reviews of the fleet's work) and
-    tracks their resolution.
-
-    Not built yet: every RPC answers UNIMPLEMENTED until audits land.
+    """AuditService keeps audit findings (from the audit jobs' reviews of the fleet's work) and
+    tracks their resolution. A finding is known by its `fingerprint`: one reported again while
+    open is counted (`count`, `last_seen_at`) instead of stored twice; one reported again after
+    it was resolved reopens. Every change is a finding event (GetFinding lists them).
     """
 
     def __init__(self, channel):
@@ -66,42 +66,43 @@ class AuditServiceStub:
 
 
 class AuditServiceServicer:
-    """AuditService keeps audit findings (from reviews of the fleet's work) and
-    tracks their resolution.
-
-    Not built yet: every RPC answers UNIMPLEMENTED until audits land.
+    """AuditService keeps audit findings (from the audit jobs' reviews of the fleet's work) and
+    tracks their resolution. A finding is known by its `fingerprint`: one reported again while
+    open is counted (`count`, `last_seen_at`) instead of stored twice; one reported again after
+    it was resolved reopens. Every change is a finding event (GetFinding lists them).
     """
 
     def CreateFinding(self, request, context):
-        """Records a finding. Idempotent by `request_id`.
+        """Records a finding, or one more report of an open one (`created` false). Idempotent by
+        `request_id`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetFinding(self, request, context):
-        """Gets one finding.
+        """Gets one finding, with its events.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListFindings(self, request, context):
-        """Lists findings, newest first.
+        """Lists findings, the most recently seen first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def UpdateFinding(self, request, context):
-        """Updates the fields named by `update_mask`.
+        """Updates the fields named by `update_mask` (severity, title, detail, subject, source).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ResolveFinding(self, request, context):
-        """Marks a finding resolved (or won't-fix) with a note.
+        """Marks a finding resolved (or won't-fix), saying how, or reopens it (`status` open).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -144,10 +145,10 @@ def add_AuditServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AuditService:
-    """AuditService keeps audit findings (from reviews of the fleet's work) and
-    tracks their resolution.
-
-    Not built yet: every RPC answers UNIMPLEMENTED until audits land.
+    """AuditService keeps audit findings (from the audit jobs' reviews of the fleet's work) and
+    tracks their resolution. A finding is known by its `fingerprint`: one reported again while
+    open is counted (`count`, `last_seen_at`) instead of stored twice; one reported again after
+    it was resolved reopens. Every change is a finding event (GetFinding lists them).
     """
 
     @staticmethod

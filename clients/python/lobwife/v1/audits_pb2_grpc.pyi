@@ -27,10 +27,10 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class AuditServiceStub:
-    """AuditService keeps audit findings (from reviews of the fleet's work) and
-    tracks their resolution.
-
-    Not built yet: every RPC answers UNIMPLEMENTED until audits land.
+    """AuditService keeps audit findings (from the audit jobs' reviews of the fleet's work) and
+    tracks their resolution. A finding is known by its `fingerprint`: one reported again while
+    open is counted (`count`, `last_seen_at`) instead of stored twice; one reported again after
+    it was resolved reopens. Every change is a finding event (GetFinding lists them).
     """
 
     @_typing.overload
@@ -38,41 +38,45 @@ class AuditServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AuditServiceAsyncStub: ...
     CreateFinding: _grpc.UnaryUnaryMultiCallable[_audits_pb2.CreateFindingRequest, _audits_pb2.CreateFindingResponse]
-    """Records a finding. Idempotent by `request_id`."""
+    """Records a finding, or one more report of an open one (`created` false). Idempotent by
+    `request_id`.
+    """
     GetFinding: _grpc.UnaryUnaryMultiCallable[_audits_pb2.GetFindingRequest, _audits_pb2.GetFindingResponse]
-    """Gets one finding."""
+    """Gets one finding, with its events."""
     ListFindings: _grpc.UnaryUnaryMultiCallable[_audits_pb2.ListFindingsRequest, _audits_pb2.ListFindingsResponse]
-    """Lists findings, newest first."""
+    """Lists findings, the most recently seen first."""
     UpdateFinding: _grpc.UnaryUnaryMultiCallable[_audits_pb2.UpdateFindingRequest, _audits_pb2.UpdateFindingResponse]
-    """Updates the fields named by `update_mask`."""
+    """Updates the fields named by `update_mask` (severity, title, detail, subject, source)."""
     ResolveFinding: _grpc.UnaryUnaryMultiCallable[_audits_pb2.ResolveFindingRequest, _audits_pb2.ResolveFindingResponse]
-    """Marks a finding resolved (or won't-fix) with a note."""
+    """Marks a finding resolved (or won't-fix), saying how, or reopens it (`status` open)."""
 
 @_typing.type_check_only
 class AuditServiceAsyncStub(AuditServiceStub):
-    """AuditService keeps audit findings (from reviews of the fleet's work) and
-    tracks their resolution.
-
-    Not built yet: every RPC answers UNIMPLEMENTED until audits land.
+    """AuditService keeps audit findings (from the audit jobs' reviews of the fleet's work) and
+    tracks their resolution. A finding is known by its `fingerprint`: one reported again while
+    open is counted (`count`, `last_seen_at`) instead of stored twice; one reported again after
+    it was resolved reopens. Every change is a finding event (GetFinding lists them).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateFinding: _aio.UnaryUnaryMultiCallable[_audits_pb2.CreateFindingRequest, _audits_pb2.CreateFindingResponse]  # type: ignore[assignment]
-    """Records a finding. Idempotent by `request_id`."""
+    """Records a finding, or one more report of an open one (`created` false). Idempotent by
+    `request_id`.
+    """
     GetFinding: _aio.UnaryUnaryMultiCallable[_audits_pb2.GetFindingRequest, _audits_pb2.GetFindingResponse]  # type: ignore[assignment]
-    """Gets one finding."""
+    """Gets one finding, with its events."""
     ListFindings: _aio.UnaryUnaryMultiCallable[_audits_pb2.ListFindingsRequest, _audits_pb2.ListFindingsResponse]  # type: ignore[assignment]
-    """Lists findings, newest first."""
+    """Lists findings, the most recently seen first."""
     UpdateFinding: _aio.UnaryUnaryMultiCallable[_audits_pb2.UpdateFindingRequest, _audits_pb2.UpdateFindingResponse]  # type: ignore[assignment]
-    """Updates the fields named by `update_mask`."""
+    """Updates the fields named by `update_mask` (severity, title, detail, subject, source)."""
     ResolveFinding: _aio.UnaryUnaryMultiCallable[_audits_pb2.ResolveFindingRequest, _audits_pb2.ResolveFindingResponse]  # type: ignore[assignment]
-    """Marks a finding resolved (or won't-fix) with a note."""
+    """Marks a finding resolved (or won't-fix), saying how, or reopens it (`status` open)."""
 
 class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
-    """AuditService keeps audit findings (from reviews of the fleet's work) and
-    tracks their resolution.
-
-    Not built yet: every RPC answers UNIMPLEMENTED until audits land.
+    """AuditService keeps audit findings (from the audit jobs' reviews of the fleet's work) and
+    tracks their resolution. A finding is known by its `fingerprint`: one reported again while
+    open is counted (`count`, `last_seen_at`) instead of stored twice; one reported again after
+    it was resolved reopens. Every change is a finding event (GetFinding lists them).
     """
 
     @_abc_1.abstractmethod
@@ -81,7 +85,9 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _audits_pb2.CreateFindingRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_audits_pb2.CreateFindingResponse, _abc.Awaitable[_audits_pb2.CreateFindingResponse]]:
-        """Records a finding. Idempotent by `request_id`."""
+        """Records a finding, or one more report of an open one (`created` false). Idempotent by
+        `request_id`.
+        """
 
     @_abc_1.abstractmethod
     def GetFinding(
@@ -89,7 +95,7 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _audits_pb2.GetFindingRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_audits_pb2.GetFindingResponse, _abc.Awaitable[_audits_pb2.GetFindingResponse]]:
-        """Gets one finding."""
+        """Gets one finding, with its events."""
 
     @_abc_1.abstractmethod
     def ListFindings(
@@ -97,7 +103,7 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _audits_pb2.ListFindingsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_audits_pb2.ListFindingsResponse, _abc.Awaitable[_audits_pb2.ListFindingsResponse]]:
-        """Lists findings, newest first."""
+        """Lists findings, the most recently seen first."""
 
     @_abc_1.abstractmethod
     def UpdateFinding(
@@ -105,7 +111,7 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _audits_pb2.UpdateFindingRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_audits_pb2.UpdateFindingResponse, _abc.Awaitable[_audits_pb2.UpdateFindingResponse]]:
-        """Updates the fields named by `update_mask`."""
+        """Updates the fields named by `update_mask` (severity, title, detail, subject, source)."""
 
     @_abc_1.abstractmethod
     def ResolveFinding(
@@ -113,6 +119,6 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _audits_pb2.ResolveFindingRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_audits_pb2.ResolveFindingResponse, _abc.Awaitable[_audits_pb2.ResolveFindingResponse]]:
-        """Marks a finding resolved (or won't-fix) with a note."""
+        """Marks a finding resolved (or won't-fix), saying how, or reopens it (`status` open)."""
 
 def add_AuditServiceServicer_to_server(servicer: AuditServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
