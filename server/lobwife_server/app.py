@@ -39,6 +39,8 @@ from lobwife_server.broker.service import EXPIRE_JOB, BrokerService
 from lobwife_server.config import Config, ConfigError
 from lobwife_server.core import logs
 from lobwife_server.core.errors import ApiError
+from lobwife_server.costs.prices import PriceTable, PriceTableError
+from lobwife_server.costs.service import CostService
 from lobwife_server.jobs import jobs_file, maintenance
 from lobwife_server.jobs.scheduler import Scheduler
 from lobwife_server.jobs.service import JobService
@@ -77,9 +79,7 @@ def tune_gc() -> None:
 #: The RPCs of the contract that are not built yet: each answers UNIMPLEMENTED (HTTP 501). The one
 #: list of them (README.md's "What works today" says the same): the dispatcher refuses to start
 #: when an RPC is neither implemented nor here, or is here and implemented.
-NOT_BUILT: dict[str, str] = {
-    "lobwife.v1.CostService": "cost events (issue 11)",
-}
+NOT_BUILT: dict[str, str] = {}
 
 #: Largest gRPC message accepted; HTTP bodies have their own bound (Config.max_body_bytes).
 MAX_GRPC_MESSAGE = 4 * 1024 * 1024
@@ -137,6 +137,8 @@ class LobwifeServer:
                 },
             )
 
+        # Before the database: a price file that cannot be used stops the start, saying which entry.
+        prices = await asyncio.to_thread(PriceTable.load, cfg.prices_file)
         await self.db.open(migrate)
         self.tasks = await TaskService.create(self.db)
         file_jobs = None
@@ -177,6 +179,7 @@ class LobwifeServer:
                 ),
                 "lobwife.v1.BrokerService": self.broker,
                 "lobwife.v1.AuditService": AuditService(self.db, self.tasks.tokens),
+                "lobwife.v1.CostService": CostService(self.db, self.tasks.tokens, prices),
                 "lobwife.v1.SystemService": system,
             },
             authorizer=self.auth.authorizer,
@@ -298,7 +301,15 @@ async def serve(cfg: Config) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         await server.start()
-    except (OSError, migrations.MigrationError, DatabaseError, ApiError, KeyFileError, auth_policy.PolicyError) as e:
+    except (
+        OSError,
+        migrations.MigrationError,
+        DatabaseError,
+        ApiError,
+        KeyFileError,
+        auth_policy.PolicyError,
+        PriceTableError,
+    ) as e:
         # One line that says why (a full disk, a port in use, a database newer than the code), no
         # traceback: these are the operator's to fix, not bugs.
         log.error("cannot start: %s", e.message if isinstance(e, ApiError) else e)

@@ -48,6 +48,8 @@ class Config:
     readers: int = 2
     commit_delay: float = 0.002  # seconds at most; see storage.DEFAULT_COMMIT_DELAY
     jobs_file: Path | None = EXAMPLE_JOBS
+    #: Price entries added to the shipped table (costs/prices.toml); None: the shipped table alone.
+    prices_file: Path | None = None
     max_concurrent_runs: int = DEFAULT_MAX_CONCURRENT_RUNS
     http_limits: HttpLimits = field(default_factory=HttpLimits)
     #: --auth and its credentials (docs/auth.md).
@@ -160,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
         "example jobs shipped with lobwife; an empty value means none)",
     )
     p.add_argument(
+        "--prices",
+        help="a price file (TOML, the shape of the shipped costs/prices.toml) whose entries are added to the"
+        " shipped table (env LOBWIFE_PRICES)",
+    )
+    p.add_argument(
         "--max-concurrent-runs",
         type=int,
         help=f"bound on job runs at once (env LOBWIFE_MAX_CONCURRENT_RUNS; default {DEFAULT_MAX_CONCURRENT_RUNS})",
@@ -207,6 +214,8 @@ def from_args(args: argparse.Namespace) -> Config:
         raise ConfigError(f"LOBWIFE_LOG_FORMAT={log_format!r}: expected json or text")
     jobs = args.jobs if args.jobs is not None else env.get("LOBWIFE_JOBS_FILE")
     jobs_file = EXAMPLE_JOBS if jobs is None else (Path(jobs).expanduser() if jobs.strip() else None)
+    prices = args.prices if args.prices is not None else env.get("LOBWIFE_PRICES")
+    prices_file = Path(prices).expanduser() if prices and prices.strip() else None
     max_runs = (
         args.max_concurrent_runs
         if args.max_concurrent_runs is not None
@@ -228,6 +237,7 @@ def from_args(args: argparse.Namespace) -> Config:
         broker=broker,
         http_limits=_http_limits(args, max_runs),
         jobs_file=jobs_file,
+        prices_file=prices_file,
         max_concurrent_runs=max_runs,
         state_dir=(state_dir or default_state_dir()).expanduser(),
         host=args.host or env.get("LOBWIFE_HOST") or "127.0.0.1",

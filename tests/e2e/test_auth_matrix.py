@@ -174,6 +174,11 @@ def _target(row: str) -> str:
 
 def _request(case: Case, row: str) -> Any:
     req = message_factory.GetMessageClass(case.method.input_type)()
+    field = RULES[case.full_name].task_field or "task_id"
+    outer, _, inner = field.partition(".")
+    if inner:  # a batch (`items.task_id`): one item naming the row's task
+        getattr(req, outer).add(**{inner: _target(row)})
+        return req
     fd = case.method.input_type.fields_by_name.get("task_id")
     if fd is not None and fd.type == descriptor.FieldDescriptor.TYPE_STRING:
         req.task_id = _target(row)
@@ -240,7 +245,10 @@ def http_request(case: Case, row: str) -> tuple[str, str, bytes | None]:
     path = _VAR.sub(fill, template)
     has_task = "task_id" in case.method.input_type.fields_by_name and "task_id" not in bound
     body: bytes | None = None
-    if rule.body == "*":
+    batch = (RULES[case.full_name].task_field or "").partition(".")
+    if rule.body == "*" and batch[2]:  # `items.task_id`: one item naming the row's task
+        body = json.dumps({batch[0]: [{batch[2]: _target(row)}]}).encode()
+    elif rule.body == "*":
         body = json.dumps({"task_id": _target(row)} if has_task else {}).encode()
     elif rule.body:
         body = b"{}"

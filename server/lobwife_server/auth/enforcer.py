@@ -240,9 +240,9 @@ class Enforcer:
                     "this worker is not registered for any live task (assigned_to)",
                 )
             assert rule.task_field is not None
-            ref = getattr(request, rule.task_field, "")
-            number = await self.directory.resolve(ref) if ref else None
-            if number != identity.task:
+            refs = task_refs(request, rule.task_field)
+            numbers = {await self.directory.resolve(ref) if ref else None for ref in refs}
+            if numbers != {identity.task}:
                 return self._refuse(
                     method,
                     ctx,
@@ -305,3 +305,12 @@ class Enforcer:
             self._watch = None
         if self.authn.kubernetes is not None:
             await self.authn.kubernetes.close()
+
+
+def task_refs(request: object, task_field: str) -> list[str]:
+    """The task references a request names in ``task_field``: ``task_id``, or ``items.task_id`` for
+    each item of a repeated field (a batch; an empty batch names none, and is refused for a task)."""
+    outer, _, inner = task_field.partition(".")
+    if not inner:
+        return [getattr(request, task_field, "")]
+    return [getattr(item, inner, "") for item in getattr(request, outer, ())]

@@ -7,7 +7,8 @@ generated from it (:func:`markdown_table`, checked by a test).
 
 A rule names the roles that may call the RPC. ``admin`` may call everything. A
 ``task`` identity is bound to one task: a rule that lets it in names the request
-field that says which task the call is about (``task_field``), and the enforcer
+field that says which task the call is about (``task_field``; ``items.task_id`` for each item of a
+batch), and the enforcer
 admits the call only when that is the identity's own task and the task is still
 live. A rule is a ``read`` when the call changes nothing; ``reader`` is only ever
 given reads (a test holds the table to that).
@@ -113,6 +114,9 @@ _TABLE: dict[str, Rule] = {
     "/lobwife.v1.BrokerService/ExpireRegistrations": _ADMIN,
     # -- costs: a task records its own.
     "/lobwife.v1.CostService/RecordCost": _write(_S, _T, task_field="task_id"),
+    # A worker flushing its buffer: every item must name its own task.
+    "/lobwife.v1.CostService/RecordCosts": _write(_S, _T, task_field="items.task_id"),
+    "/lobwife.v1.CostService/RepriceCosts": _ADMIN,
     "/lobwife.v1.CostService/ListCosts": _SHARED_READ,
     "/lobwife.v1.CostService/SummarizeCosts": _SHARED_READ,
     # -- audit findings.
@@ -156,7 +160,12 @@ def problems(methods: Iterable[tuple[str, object]], rules: Mapping[str, Rule] = 
             out.append(f"{name}: admits the task role: name the request field of its task, or say any_task")
         if rule.task_field is not None:
             fields = getattr(input_type, "fields_by_name", {})
-            fd = fields.get(rule.task_field)
+            outer, _, inner = rule.task_field.partition(".")
+            fd = fields.get(outer)
+            if inner and fd is not None:
+                # `items.task_id`: a repeated message field whose every item names the task.
+                repeated = fd.is_repeated and fd.message_type is not None
+                fd = fd.message_type.fields_by_name.get(inner) if repeated else None
             if fd is None or fd.type != fd.TYPE_STRING:
                 out.append(f"{name}: task_field {rule.task_field!r} is not a string field of the request")
         if Role.READER in rule.roles and not rule.read:

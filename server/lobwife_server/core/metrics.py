@@ -50,6 +50,13 @@ AUTH_WOULD_DENY = Counter(
     ["rule", "reason"],
     registry=REGISTRY,
 )
+# Costs (costs/service.py): calls recorded for a model the price table has no price for (at that
+# time). No model label: the model is the client's text, and a label per text is unbounded.
+COSTS_UNPRICED = Counter(
+    "lobwife_costs_unpriced",
+    "Cost events recorded with no computed cost: the price table has no price for the model at that time.",
+    registry=REGISTRY,
+)
 
 
 # Per-RPC counts and latencies are kept in plain dicts and lists and turned into

@@ -169,6 +169,7 @@ PAGE_SIZES: Mapping[str, PageBounds] = MappingProxyType(
         "lobwife.v1.ListJobRunsRequest": PageBounds(default=50, maximum=500),
         "lobwife.v1.ListTokenAuditRequest": PageBounds(default=100, maximum=1000),
         "lobwife.v1.ListFindingsRequest": PageBounds(default=100, maximum=500),
+        "lobwife.v1.ListCostsRequest": PageBounds(default=100, maximum=1000),
     }
 )
 

@@ -573,6 +573,65 @@ def _v9_audit_findings(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v10_cost_events(conn: sqlite3.Connection) -> None:
+    """Cost events (cost_store), their hourly rollup, and the record of reprices."""
+    _script(
+        conn,
+        """
+        CREATE TABLE cost_events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            request_id TEXT,
+            request_fp BLOB,
+            task_number INTEGER,
+            task_type TEXT NOT NULL DEFAULT '',
+            provider TEXT NOT NULL DEFAULT '',
+            model TEXT NOT NULL,
+            input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            cache_read_tokens INTEGER NOT NULL,
+            cache_write_tokens INTEGER NOT NULL,
+            reasoning_tokens INTEGER NOT NULL,
+            caller_cost_usd REAL,
+            computed_cost_usd REAL,
+            price_id TEXT NOT NULL DEFAULT '',
+            cost_note TEXT NOT NULL DEFAULT '',
+            occurred_at INTEGER NOT NULL,
+            recorded_at INTEGER NOT NULL
+        );
+        CREATE UNIQUE INDEX cost_events_request ON cost_events(request_id) WHERE request_id IS NOT NULL;
+        CREATE INDEX cost_events_occurred ON cost_events(occurred_at);
+        CREATE INDEX cost_events_task ON cost_events(task_number, id) WHERE task_number IS NOT NULL;
+        CREATE INDEX cost_events_model ON cost_events(model, id);
+        CREATE TABLE cost_rollup (
+            hour INTEGER NOT NULL,
+            model TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            task_number INTEGER NOT NULL,
+            task_type TEXT NOT NULL,
+            calls INTEGER NOT NULL,
+            input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            cache_read_tokens INTEGER NOT NULL,
+            cache_write_tokens INTEGER NOT NULL,
+            reasoning_tokens INTEGER NOT NULL,
+            cost_usd REAL NOT NULL,
+            unpriced_calls INTEGER NOT NULL,
+            PRIMARY KEY (hour, model, provider, task_number, task_type)
+        ) WITHOUT ROWID;
+        CREATE TABLE cost_reprices (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            event_id INTEGER NOT NULL REFERENCES cost_events(id),
+            old_cost_usd REAL,
+            new_cost_usd REAL,
+            old_price_id TEXT NOT NULL,
+            new_price_id TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            at INTEGER NOT NULL
+        )
+        """,
+    )
+
+
 Migration = Callable[[sqlite3.Connection], None]
 
 MIGRATIONS: list[tuple[int, str, Migration]] = [
@@ -585,6 +644,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (7, "broker: typed registration and audit columns", _v7_broker_audit),
     (8, "broker: registrations by task", _v8_broker_task_index),
     (9, "audit findings", _v9_audit_findings),
+    (10, "cost events and their hourly rollup", _v10_cost_events),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -116,7 +116,8 @@ def test_admin_may_call_everything_and_a_reader_only_reads() -> None:
 def test_a_task_is_bound_to_the_task_its_request_names() -> None:
     for name, rule in RULES.items():
         if rule.admits(Role.TASK) and not rule.public and not rule.any_task:
-            assert rule.task_field == "task_id", name
+            # One task named in task_id, or in every item of a batch (RecordCosts).
+            assert rule.task_field in ("task_id", "items.task_id"), name
     assert [n for n, r in RULES.items() if r.any_task] == ["/lobwife.v1.AuthService/WhoAmI"]
     assert [n for n, r in RULES.items() if r.public] == ["/lobwife.v1.SystemService/GetHealth"]
 
@@ -127,3 +128,18 @@ def test_docs_auth_md_shows_the_table() -> None:
     assert shown == policy.markdown_table(), (
         "docs/auth.md is stale: python -m lobwife_server.auth table --write docs/auth.md"
     )
+
+
+async def test_a_batch_admits_a_task_only_when_every_item_names_its_own_task() -> None:
+    from lobwife.v1 import costs_pb2
+    from lobwife_server.auth.enforcer import task_refs
+
+    rule = RULES["/lobwife.v1.CostService/RecordCosts"]
+    assert rule.task_field == "items.task_id" and rule.admits(Role.TASK)
+    req = costs_pb2.RecordCostsRequest(items=[costs_pb2.RecordCostRequest(task_id=t, model="m") for t in ("T1", "1")])
+    assert task_refs(req, rule.task_field) == ["T1", "1"]
+    assert task_refs(costs_pb2.RecordCostsRequest(), rule.task_field) == []
+    assert task_refs(costs_pb2.RecordCostRequest(task_id="T3"), "task_id") == ["T3"]
+    bad = {**RULES, "/lobwife.v1.CostService/RecordCosts": policy.Rule(rule.roles, False, task_field="items.model_x")}
+    methods = [(f"/{s.full_name}/{m.name}", m.input_type) for s in SERVICES for m in s.methods]
+    assert any("items.model_x" in p for p in policy.problems(methods, bad))

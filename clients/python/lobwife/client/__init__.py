@@ -49,6 +49,7 @@ cursor it saw, and log a warning on the ``lobwife.client`` logger (and call
 # The names below were all importable from lobwife.client when it was one module; they stay so.
 from lobwife.client._async import AsyncClient
 from lobwife.client._builders import METHODS as METHODS
+from lobwife.client._builders import cost_request
 from lobwife.client._channel import (
     DEFAULT_ADDR,
     LOBWIFE_SERVICES,
@@ -162,6 +163,7 @@ __all__ = [
     "WatchTasksResponse",
     "WhoAmIResponse",
     "channel_options",
+    "cost_request",
     "estimate_minutes",
     "parse_enum",
     "parse_status",

@@ -35,7 +35,7 @@ from lobwife.client._requests import (
 )
 from lobwife.client._rpc import Pages, Rpc, Unary, pages, unary, whole
 from lobwife.client._watch import Reconnect, RunWatch, TaskWatch
-from lobwife.v1 import audits_pb2, auth_pb2, broker_pb2, jobs_pb2, system_pb2, tasks_pb2
+from lobwife.v1 import audits_pb2, auth_pb2, broker_pb2, costs_pb2, jobs_pb2, system_pb2, tasks_pb2
 from lobwife.v1.audits_pb2 import CreateFindingResponse, Finding, GetFindingResponse, ListFindingsResponse
 from lobwife.v1.auth_pb2 import MintTokenResponse, WhoAmIResponse
 from lobwife.v1.broker_pb2 import (
@@ -71,6 +71,7 @@ J = jobs_pb2
 A = auth_pb2
 B = broker_pb2
 AU = audits_pb2
+CO = costs_pb2
 
 # --- the RPCs --------------------------------------------------------------------------
 
@@ -119,6 +120,12 @@ GET_FINDING = Rpc("AuditService", "GetFinding", AU.GetFindingRequest, AU.GetFind
 LIST_FINDINGS = Rpc("AuditService", "ListFindings", AU.ListFindingsRequest, AU.ListFindingsResponse)
 UPDATE_FINDING = Rpc("AuditService", "UpdateFinding", AU.UpdateFindingRequest, AU.UpdateFindingResponse)
 RESOLVE_FINDING = Rpc("AuditService", "ResolveFinding", AU.ResolveFindingRequest, AU.ResolveFindingResponse)
+
+RECORD_COST = Rpc("CostService", "RecordCost", CO.RecordCostRequest, CO.RecordCostResponse)
+RECORD_COSTS = Rpc("CostService", "RecordCosts", CO.RecordCostsRequest, CO.RecordCostsResponse)
+LIST_COSTS = Rpc("CostService", "ListCosts", CO.ListCostsRequest, CO.ListCostsResponse)
+SUMMARIZE_COSTS = Rpc("CostService", "SummarizeCosts", CO.SummarizeCostsRequest, CO.SummarizeCostsResponse)
+REPRICE_COSTS = Rpc("CostService", "RepriceCosts", CO.RepriceCostsRequest, CO.RepriceCostsResponse)
 
 # --- the table -------------------------------------------------------------------------
 
@@ -810,6 +817,189 @@ def resolve_finding(
         actor=actor or "",
     )
     return unary(RESOLVE_FINDING, req, timeout, lambda r: r.finding)
+
+
+# --- costs ------------------------------------------------------------------------------
+
+_GROUP_BY = CO.CostGroupBy.DESCRIPTOR
+
+
+def cost_request(
+    model: str,
+    *,
+    task_ref: int | str | None = None,
+    provider: str | None = None,
+    input_tokens: int = 0,
+    output_tokens: int = 0,
+    cache_read_tokens: int = 0,
+    cache_write_tokens: int = 0,
+    reasoning_tokens: int = 0,
+    cost_usd: float | None = None,
+    at: TimestampLike | None = None,
+    request_id: str | None = None,
+) -> costs_pb2.RecordCostRequest:
+    """One call's usage as a request (for :meth:`record_costs`' list). ``input_tokens`` excludes
+    the cache (as Anthropic reports it); ``reasoning_tokens`` are part of ``output_tokens``."""
+    req = CO.RecordCostRequest(
+        model=model,
+        task_id=_task_ref(task_ref) if task_ref is not None else "",
+        provider=provider or "",
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_read_tokens=cache_read_tokens,
+        cache_write_tokens=cache_write_tokens,
+        reasoning_tokens=reasoning_tokens,
+        request_id=request_id or "",
+    )
+    if cost_usd is not None:
+        req.cost_usd = cost_usd
+    if at is not None:
+        req.created_at.CopyFrom(to_timestamp(at))
+    return req
+
+
+@_method(RECORD_COST)
+def record_cost(
+    model: str,
+    *,
+    task_ref: int | str | None = None,
+    provider: str | None = None,
+    input_tokens: int = 0,
+    output_tokens: int = 0,
+    cache_read_tokens: int = 0,
+    cache_write_tokens: int = 0,
+    reasoning_tokens: int = 0,
+    cost_usd: float | None = None,
+    at: TimestampLike | None = None,
+    request_id: str | None = None,
+    timeout: float | None = None,
+) -> Unary[costs_pb2.CostEvent]:
+    """Record one model call; its cost is ``cost_usd`` when given (what the provider billed), else the
+    server's price table's. Returns the stored event (``computed_cost_usd``, ``price_id``, ``cost_note``)."""
+    req = cost_request(
+        model,
+        task_ref=task_ref,
+        provider=provider,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_read_tokens=cache_read_tokens,
+        cache_write_tokens=cache_write_tokens,
+        reasoning_tokens=reasoning_tokens,
+        cost_usd=cost_usd,
+        at=at,
+        request_id=request_id,
+    )
+    return unary(RECORD_COST, req, timeout, lambda r: r.cost)
+
+
+@_method(RECORD_COSTS)
+def record_costs(
+    items: Sequence[costs_pb2.RecordCostRequest], *, timeout: float | None = None
+) -> Unary[costs_pb2.RecordCostsResponse]:
+    """Record up to 500 calls (built with :func:`lobwife.client.cost_request`); each is stored or refused
+    on its own: ``results[i].error`` says why one was refused, the others are stored."""
+    return whole(RECORD_COSTS, CO.RecordCostsRequest(items=list(items)), timeout)
+
+
+def _costs_request(
+    task_ref: int | str | None,
+    model: str | None,
+    provider: str | None,
+    task_type: str | None,
+    start: TimestampLike | None,
+    end: TimestampLike | None,
+    page_size: int | None,
+    page_token: str | None,
+) -> costs_pb2.ListCostsRequest:
+    req = CO.ListCostsRequest(
+        task_id=_task_ref(task_ref) if task_ref is not None else "",
+        model=model or "",
+        provider=provider or "",
+        task_type=task_type or "",
+        page_size=page_size or 0,
+        page_token=page_token or "",
+    )
+    if start is not None:
+        req.start_time.CopyFrom(to_timestamp(start))
+    if end is not None:
+        req.end_time.CopyFrom(to_timestamp(end))
+    return req
+
+
+@_method(LIST_COSTS)
+def list_costs(
+    *,
+    task_ref: int | str | None = None,
+    model: str | None = None,
+    provider: str | None = None,
+    task_type: str | None = None,
+    start: TimestampLike | None = None,
+    end: TimestampLike | None = None,
+    page_size: int | None = None,
+    page_token: str | None = None,
+    timeout: float | None = None,
+) -> Unary[costs_pb2.ListCostsResponse]:
+    """One page of cost events, newest first, in [start, end) and matching the filters."""
+    req = _costs_request(task_ref, model, provider, task_type, start, end, page_size, page_token)
+    return whole(LIST_COSTS, req, timeout)
+
+
+@_method(LIST_COSTS, "pages")
+def iter_costs(
+    *,
+    task_ref: int | str | None = None,
+    model: str | None = None,
+    provider: str | None = None,
+    task_type: str | None = None,
+    start: TimestampLike | None = None,
+    end: TimestampLike | None = None,
+    page_size: int | None = None,
+    timeout: float | None = None,
+) -> Pages[costs_pb2.CostEvent]:
+    """Every cost event matching the filters, newest first, page after page."""
+    return pages(
+        lambda token: whole(
+            LIST_COSTS, _costs_request(task_ref, model, provider, task_type, start, end, page_size, token), timeout
+        ),
+        lambda p: p.costs,
+    )
+
+
+@_method(SUMMARIZE_COSTS)
+def summarize_costs(
+    group_by: EnumLike,
+    *,
+    task_ref: int | str | None = None,
+    model: str | None = None,
+    start: TimestampLike | None = None,
+    end: TimestampLike | None = None,
+    timeout: float | None = None,
+) -> Unary[costs_pb2.SummarizeCostsResponse]:
+    """Totals by ``group_by`` (``"model"``, ``"task"``, ``"type"``, ``"day"``, ``"hour"``) over [start, end):
+    ``rows`` (most expensive first; by time for day and hour) and their ``total``."""
+    req = CO.SummarizeCostsRequest(
+        group_by=parse_enum(_GROUP_BY, group_by, "group_by"),  # type: ignore[arg-type]
+        task_id=_task_ref(task_ref) if task_ref is not None else "",
+        model=model or "",
+    )
+    if start is not None:
+        req.start_time.CopyFrom(to_timestamp(start))
+    if end is not None:
+        req.end_time.CopyFrom(to_timestamp(end))
+    return whole(SUMMARIZE_COSTS, req, timeout)
+
+
+@_method(REPRICE_COSTS)
+def reprice_costs(
+    since: TimestampLike, *, until: TimestampLike | None = None, dry_run: bool = False, timeout: float | None = None
+) -> Unary[costs_pb2.RepriceCostsResponse]:
+    """Compute again, with the server's price table as it is now, the costs of the calls in [since, until)
+    that carry no cost of the caller's; ``dry_run`` only counts. Admin only."""
+    req = CO.RepriceCostsRequest(dry_run=dry_run)
+    req.since.CopyFrom(to_timestamp(since))
+    if until is not None:
+        req.until.CopyFrom(to_timestamp(until))
+    return whole(REPRICE_COSTS, req, timeout)
 
 
 #: Every RPC the table calls, by full name.

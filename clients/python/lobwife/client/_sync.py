@@ -173,3 +173,10 @@ class Client(ChannelSettings):
     iter_findings = _pages(b.iter_findings)
     update_finding = _unary(b.update_finding)
     resolve_finding = _unary(b.resolve_finding)
+
+    record_cost = _unary(b.record_cost)
+    record_costs = _unary(b.record_costs)
+    list_costs = _unary(b.list_costs)
+    iter_costs = _pages(b.iter_costs)
+    summarize_costs = _unary(b.summarize_costs)
+    reprice_costs = _unary(b.reprice_costs)

@@ -31,6 +31,7 @@ class _CostGroupByEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CostGroup
     COST_GROUP_BY_TASK: _CostGroupBy.ValueType  # 2
     COST_GROUP_BY_TYPE: _CostGroupBy.ValueType  # 3
     COST_GROUP_BY_DAY: _CostGroupBy.ValueType  # 4
+    COST_GROUP_BY_HOUR: _CostGroupBy.ValueType  # 5
 
 class CostGroupBy(_CostGroupBy, metaclass=_CostGroupByEnumTypeWrapper):
     """The dimension a cost summary is grouped by."""
@@ -40,6 +41,7 @@ COST_GROUP_BY_MODEL: CostGroupBy.ValueType  # 1
 COST_GROUP_BY_TASK: CostGroupBy.ValueType  # 2
 COST_GROUP_BY_TYPE: CostGroupBy.ValueType  # 3
 COST_GROUP_BY_DAY: CostGroupBy.ValueType  # 4
+COST_GROUP_BY_HOUR: CostGroupBy.ValueType  # 5
 Global___CostGroupBy: _TypeAlias = CostGroupBy  # noqa: Y015
 
 @_typing.final
@@ -57,18 +59,50 @@ class CostEvent(_message.Message):
     CACHE_WRITE_TOKENS_FIELD_NUMBER: _builtins.int
     COST_USD_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    REASONING_TOKENS_FIELD_NUMBER: _builtins.int
+    COMPUTED_COST_USD_FIELD_NUMBER: _builtins.int
+    CALLER_COST_USD_FIELD_NUMBER: _builtins.int
+    PRICE_ID_FIELD_NUMBER: _builtins.int
+    COST_NOTE_FIELD_NUMBER: _builtins.int
+    TASK_TYPE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     task_id: _builtins.int
     """The task's number, when the usage belongs to a task."""
     model: _builtins.str
+    """The model as the API reported it (`claude-sonnet-4-5-20250929`)."""
     input_tokens: _builtins.int
+    """Prompt tokens not read from or written to the cache (gen_ai.usage.input_tokens)."""
     output_tokens: _builtins.int
+    """Completion tokens, reasoning included (gen_ai.usage.output_tokens)."""
     cache_read_tokens: _builtins.int
+    """Prompt tokens read from the cache."""
     cache_write_tokens: _builtins.int
+    """Prompt tokens written to the cache."""
     cost_usd: _builtins.float
-    """US dollars."""
+    """What the call cost in US dollars: the caller's figure when it sent one, else the price
+    table's; 0 when neither is known (`cost_note` says why).
+    """
+    provider: _builtins.str
+    """`anthropic`, `openai`, ... (gen_ai.system)."""
+    reasoning_tokens: _builtins.int
+    """Of the output tokens, those spent reasoning (informational: already in output_tokens)."""
+    computed_cost_usd: _builtins.float
+    """The price table's figure, when the model has a price at that time."""
+    caller_cost_usd: _builtins.float
+    """The caller's figure, when it sent one."""
+    price_id: _builtins.str
+    """The price entry used (`claude-sonnet-4-5@2025-09-29`); empty when none."""
+    cost_note: _builtins.str
+    """Why there is no computed cost (`no price for model ...`); empty otherwise."""
+    task_type: _builtins.str
+    """The task's type when the call was recorded (summaries group by it)."""
+    request_id: _builtins.str
     @_builtins.property
-    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """When the call happened."""
+
     def __init__(
         self,
         *,
@@ -81,13 +115,30 @@ class CostEvent(_message.Message):
         cache_write_tokens: _builtins.int = ...,
         cost_usd: _builtins.float = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        provider: _builtins.str = ...,
+        reasoning_tokens: _builtins.int = ...,
+        computed_cost_usd: _builtins.float | None = ...,
+        caller_cost_usd: _builtins.float | None = ...,
+        price_id: _builtins.str = ...,
+        cost_note: _builtins.str = ...,
+        task_type: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_task_id", b"_task_id", "created_at", b"created_at", "task_id", b"task_id"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_caller_cost_usd", b"_caller_cost_usd", "_computed_cost_usd", b"_computed_cost_usd", "_task_id", b"_task_id", "caller_cost_usd", b"caller_cost_usd", "computed_cost_usd", b"computed_cost_usd", "created_at", b"created_at", "task_id", b"task_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_task_id", b"_task_id", "cache_read_tokens", b"cache_read_tokens", "cache_write_tokens", b"cache_write_tokens", "cost_usd", b"cost_usd", "created_at", b"created_at", "id", b"id", "input_tokens", b"input_tokens", "model", b"model", "output_tokens", b"output_tokens", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_caller_cost_usd", b"_caller_cost_usd", "_computed_cost_usd", b"_computed_cost_usd", "_task_id", b"_task_id", "cache_read_tokens", b"cache_read_tokens", "cache_write_tokens", b"cache_write_tokens", "caller_cost_usd", b"caller_cost_usd", "computed_cost_usd", b"computed_cost_usd", "cost_note", b"cost_note", "cost_usd", b"cost_usd", "created_at", b"created_at", "id", b"id", "input_tokens", b"input_tokens", "model", b"model", "output_tokens", b"output_tokens", "price_id", b"price_id", "provider", b"provider", "reasoning_tokens", b"reasoning_tokens", "request_id", b"request_id", "task_id", b"task_id", "task_type", b"task_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__caller_cost_usd: _TypeAlias = _typing.Literal["caller_cost_usd"]  # noqa: Y015
+    _WhichOneofArgType__caller_cost_usd: _TypeAlias = _typing.Literal["_caller_cost_usd", b"_caller_cost_usd"]  # noqa: Y015
+    _WhichOneofReturnType__computed_cost_usd: _TypeAlias = _typing.Literal["computed_cost_usd"]  # noqa: Y015
+    _WhichOneofArgType__computed_cost_usd: _TypeAlias = _typing.Literal["_computed_cost_usd", b"_computed_cost_usd"]  # noqa: Y015
     _WhichOneofReturnType__task_id: _TypeAlias = _typing.Literal["task_id"]  # noqa: Y015
     _WhichOneofArgType__task_id: _TypeAlias = _typing.Literal["_task_id", b"_task_id"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__caller_cost_usd) -> _WhichOneofReturnType__caller_cost_usd | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__computed_cost_usd) -> _WhichOneofReturnType__computed_cost_usd | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__task_id) -> _WhichOneofReturnType__task_id | None: ...
 
 Global___CostEvent: _TypeAlias = CostEvent  # noqa: Y015
@@ -105,15 +156,20 @@ class RecordCostRequest(_message.Message):
     CACHE_WRITE_TOKENS_FIELD_NUMBER: _builtins.int
     COST_USD_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    REASONING_TOKENS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     task_id: _builtins.str
-    """`42` or `T42`; empty for usage outside any task."""
+    """`42` or `T42`; empty for usage outside any task. The task must exist."""
     model: _builtins.str
     input_tokens: _builtins.int
     output_tokens: _builtins.int
     cache_read_tokens: _builtins.int
     cache_write_tokens: _builtins.int
     cost_usd: _builtins.float
+    """What the provider billed, when the caller knows it; else the price table's figure is used."""
+    provider: _builtins.str
+    reasoning_tokens: _builtins.int
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When the call happened; now by default."""
@@ -128,14 +184,18 @@ class RecordCostRequest(_message.Message):
         output_tokens: _builtins.int = ...,
         cache_read_tokens: _builtins.int = ...,
         cache_write_tokens: _builtins.int = ...,
-        cost_usd: _builtins.float = ...,
+        cost_usd: _builtins.float | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        provider: _builtins.str = ...,
+        reasoning_tokens: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cost_usd", b"_cost_usd", "cost_usd", b"cost_usd", "created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_read_tokens", b"cache_read_tokens", "cache_write_tokens", b"cache_write_tokens", "cost_usd", b"cost_usd", "created_at", b"created_at", "input_tokens", b"input_tokens", "model", b"model", "output_tokens", b"output_tokens", "request_id", b"request_id", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cost_usd", b"_cost_usd", "cache_read_tokens", b"cache_read_tokens", "cache_write_tokens", b"cache_write_tokens", "cost_usd", b"cost_usd", "created_at", b"created_at", "input_tokens", b"input_tokens", "model", b"model", "output_tokens", b"output_tokens", "provider", b"provider", "reasoning_tokens", b"reasoning_tokens", "request_id", b"request_id", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__cost_usd: _TypeAlias = _typing.Literal["cost_usd"]  # noqa: Y015
+    _WhichOneofArgType__cost_usd: _TypeAlias = _typing.Literal["_cost_usd", b"_cost_usd"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cost_usd) -> _WhichOneofReturnType__cost_usd | None: ...
 
 Global___RecordCostRequest: _TypeAlias = RecordCostRequest  # noqa: Y015
 
@@ -160,6 +220,90 @@ class RecordCostResponse(_message.Message):
 Global___RecordCostResponse: _TypeAlias = RecordCostResponse  # noqa: Y015
 
 @_typing.final
+class RecordCostsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecordCostRequest]:
+        """At most 500."""
+
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___RecordCostRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordCostsRequest: _TypeAlias = RecordCostsRequest  # noqa: Y015
+
+@_typing.final
+class RecordCostResult(_message.Message):
+    """One item's outcome: its cost, or why it was refused (the others are stored all the same)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    COST_FIELD_NUMBER: _builtins.int
+    ERROR_CODE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    FIELD_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    error_code: _builtins.str
+    """`INVALID_ARGUMENT`, `ALREADY_EXISTS`, ...; empty when stored."""
+    error: _builtins.str
+    field: _builtins.str
+    """The field the error names (`items[3].input_tokens`)."""
+    @_builtins.property
+    def cost(self) -> Global___CostEvent: ...
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        cost: Global___CostEvent | None = ...,
+        error_code: _builtins.str = ...,
+        error: _builtins.str = ...,
+        field: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "error", b"error", "error_code", b"error_code", "field", b"field", "index", b"index"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordCostResult: _TypeAlias = RecordCostResult  # noqa: Y015
+
+@_typing.final
+class RecordCostsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    STORED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    stored: _builtins.int
+    failed: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecordCostResult]: ...
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___RecordCostResult] | None = ...,
+        stored: _builtins.int = ...,
+        failed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed", b"failed", "results", b"results", "stored", b"stored"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordCostsResponse: _TypeAlias = RecordCostsResponse  # noqa: Y015
+
+@_typing.final
 class ListCostsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -169,10 +313,14 @@ class ListCostsRequest(_message.Message):
     END_TIME_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    TASK_TYPE_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     model: _builtins.str
     page_size: _builtins.int
     page_token: _builtins.str
+    provider: _builtins.str
+    task_type: _builtins.str
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -186,10 +334,12 @@ class ListCostsRequest(_message.Message):
         end_time: _timestamp_pb2.Timestamp | None = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        provider: _builtins.str = ...,
+        task_type: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "model", b"model", "page_size", b"page_size", "page_token", b"page_token", "start_time", b"start_time", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "model", b"model", "page_size", b"page_size", "page_token", b"page_token", "provider", b"provider", "start_time", b"start_time", "task_id", b"task_id", "task_type", b"task_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -231,7 +381,9 @@ class SummarizeCostsRequest(_message.Message):
     task_id: _builtins.str
     model: _builtins.str
     @_builtins.property
-    def start_time(self) -> _timestamp_pb2.Timestamp: ...
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """The range, [start_time, end_time); by default everything."""
+
     @_builtins.property
     def end_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -264,14 +416,21 @@ class CostSummaryRow(_message.Message):
     CACHE_READ_TOKENS_FIELD_NUMBER: _builtins.int
     CACHE_WRITE_TOKENS_FIELD_NUMBER: _builtins.int
     COST_USD_FIELD_NUMBER: _builtins.int
+    REASONING_TOKENS_FIELD_NUMBER: _builtins.int
+    UNPRICED_CALLS_FIELD_NUMBER: _builtins.int
     key: _builtins.str
-    """The model, `T42`, the task type, or the day (YYYY-MM-DD, UTC)."""
+    """The model, `T42` (empty: no task), the task type, the day (YYYY-MM-DD, UTC) or the hour
+    (YYYY-MM-DDTHH, UTC).
+    """
     calls: _builtins.int
     input_tokens: _builtins.int
     output_tokens: _builtins.int
     cache_read_tokens: _builtins.int
     cache_write_tokens: _builtins.int
     cost_usd: _builtins.float
+    reasoning_tokens: _builtins.int
+    unpriced_calls: _builtins.int
+    """Calls without a known cost (an unknown model, no caller's figure)."""
     def __init__(
         self,
         *,
@@ -282,10 +441,12 @@ class CostSummaryRow(_message.Message):
         cache_read_tokens: _builtins.int = ...,
         cache_write_tokens: _builtins.int = ...,
         cost_usd: _builtins.float = ...,
+        reasoning_tokens: _builtins.int = ...,
+        unpriced_calls: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_read_tokens", b"cache_read_tokens", "cache_write_tokens", b"cache_write_tokens", "calls", b"calls", "cost_usd", b"cost_usd", "input_tokens", b"input_tokens", "key", b"key", "output_tokens", b"output_tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_read_tokens", b"cache_read_tokens", "cache_write_tokens", b"cache_write_tokens", "calls", b"calls", "cost_usd", b"cost_usd", "input_tokens", b"input_tokens", "key", b"key", "output_tokens", b"output_tokens", "reasoning_tokens", b"reasoning_tokens", "unpriced_calls", b"unpriced_calls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -314,3 +475,59 @@ class SummarizeCostsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SummarizeCostsResponse: _TypeAlias = SummarizeCostsResponse  # noqa: Y015
+
+@_typing.final
+class RepriceCostsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    dry_run: _builtins.bool
+    """Count what would change, change nothing."""
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """The calls that happened in [since, until); until defaults to now."""
+
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "since", b"since", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RepriceCostsRequest: _TypeAlias = RepriceCostsRequest  # noqa: Y015
+
+@_typing.final
+class RepriceCostsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXAMINED_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELD_NUMBER: _builtins.int
+    DELTA_USD_FIELD_NUMBER: _builtins.int
+    examined: _builtins.int
+    changed: _builtins.int
+    delta_usd: _builtins.float
+    """The sum of the changes of cost_usd."""
+    def __init__(
+        self,
+        *,
+        examined: _builtins.int = ...,
+        changed: _builtins.int = ...,
+        delta_usd: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "delta_usd", b"delta_usd", "examined", b"examined"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RepriceCostsResponse: _TypeAlias = RepriceCostsResponse  # noqa: Y015

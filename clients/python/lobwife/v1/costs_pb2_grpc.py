@@ -28,7 +28,10 @@ if _version_not_supported:
 class CostServiceStub:
     """CostService records model usage per task and summarises it.
 
-    Not built yet: every RPC answers UNIMPLEMENTED until costs land.
+    Token counts follow OpenTelemetry's `gen_ai.usage.*` conventions with one rule made explicit:
+    `input_tokens` excludes the cache (as Anthropic's usage numbers do): `cache_read_tokens` and
+    `cache_write_tokens` are counted apart and priced apart. `reasoning_tokens` are part of
+    `output_tokens` (as both Anthropic and OpenAI report them) and are shown, never priced twice.
     """
 
     def __init__(self, channel):
@@ -42,6 +45,11 @@ class CostServiceStub:
                 request_serializer=lobwife_dot_v1_dot_costs__pb2.RecordCostRequest.SerializeToString,
                 response_deserializer=lobwife_dot_v1_dot_costs__pb2.RecordCostResponse.FromString,
                 _registered_method=True)
+        self.RecordCosts = channel.unary_unary(
+                '/lobwife.v1.CostService/RecordCosts',
+                request_serializer=lobwife_dot_v1_dot_costs__pb2.RecordCostsRequest.SerializeToString,
+                response_deserializer=lobwife_dot_v1_dot_costs__pb2.RecordCostsResponse.FromString,
+                _registered_method=True)
         self.ListCosts = channel.unary_unary(
                 '/lobwife.v1.CostService/ListCosts',
                 request_serializer=lobwife_dot_v1_dot_costs__pb2.ListCostsRequest.SerializeToString,
@@ -52,16 +60,32 @@ class CostServiceStub:
                 request_serializer=lobwife_dot_v1_dot_costs__pb2.SummarizeCostsRequest.SerializeToString,
                 response_deserializer=lobwife_dot_v1_dot_costs__pb2.SummarizeCostsResponse.FromString,
                 _registered_method=True)
+        self.RepriceCosts = channel.unary_unary(
+                '/lobwife.v1.CostService/RepriceCosts',
+                request_serializer=lobwife_dot_v1_dot_costs__pb2.RepriceCostsRequest.SerializeToString,
+                response_deserializer=lobwife_dot_v1_dot_costs__pb2.RepriceCostsResponse.FromString,
+                _registered_method=True)
 
 
 class CostServiceServicer:
     """CostService records model usage per task and summarises it.
 
-    Not built yet: every RPC answers UNIMPLEMENTED until costs land.
+    Token counts follow OpenTelemetry's `gen_ai.usage.*` conventions with one rule made explicit:
+    `input_tokens` excludes the cache (as Anthropic's usage numbers do): `cache_read_tokens` and
+    `cache_write_tokens` are counted apart and priced apart. `reasoning_tokens` are part of
+    `output_tokens` (as both Anthropic and OpenAI report them) and are shown, never priced twice.
     """
 
     def RecordCost(self, request, context):
         """Records one model call's usage. Idempotent by `request_id`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordCosts(self, request, context):
+        """Records up to 500 calls at once (a worker flushing its buffer): each item is stored or
+        refused on its own, and the answer says which.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -75,7 +99,16 @@ class CostServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SummarizeCosts(self, request, context):
-        """Totals grouped by model, task, task type or day.
+        """Totals grouped by model, task, task type, day or hour, over a time range.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RepriceCosts(self, request, context):
+        """Computes the costs again from the raw counts with the price table as it is now (after a
+        price fix), for the calls in a time range that carry no cost of the caller's; records
+        every change.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -89,6 +122,11 @@ def add_CostServiceServicer_to_server(servicer, server):
                     request_deserializer=lobwife_dot_v1_dot_costs__pb2.RecordCostRequest.FromString,
                     response_serializer=lobwife_dot_v1_dot_costs__pb2.RecordCostResponse.SerializeToString,
             ),
+            'RecordCosts': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordCosts,
+                    request_deserializer=lobwife_dot_v1_dot_costs__pb2.RecordCostsRequest.FromString,
+                    response_serializer=lobwife_dot_v1_dot_costs__pb2.RecordCostsResponse.SerializeToString,
+            ),
             'ListCosts': grpc.unary_unary_rpc_method_handler(
                     servicer.ListCosts,
                     request_deserializer=lobwife_dot_v1_dot_costs__pb2.ListCostsRequest.FromString,
@@ -98,6 +136,11 @@ def add_CostServiceServicer_to_server(servicer, server):
                     servicer.SummarizeCosts,
                     request_deserializer=lobwife_dot_v1_dot_costs__pb2.SummarizeCostsRequest.FromString,
                     response_serializer=lobwife_dot_v1_dot_costs__pb2.SummarizeCostsResponse.SerializeToString,
+            ),
+            'RepriceCosts': grpc.unary_unary_rpc_method_handler(
+                    servicer.RepriceCosts,
+                    request_deserializer=lobwife_dot_v1_dot_costs__pb2.RepriceCostsRequest.FromString,
+                    response_serializer=lobwife_dot_v1_dot_costs__pb2.RepriceCostsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -110,7 +153,10 @@ def add_CostServiceServicer_to_server(servicer, server):
 class CostService:
     """CostService records model usage per task and summarises it.
 
-    Not built yet: every RPC answers UNIMPLEMENTED until costs land.
+    Token counts follow OpenTelemetry's `gen_ai.usage.*` conventions with one rule made explicit:
+    `input_tokens` excludes the cache (as Anthropic's usage numbers do): `cache_read_tokens` and
+    `cache_write_tokens` are counted apart and priced apart. `reasoning_tokens` are part of
+    `output_tokens` (as both Anthropic and OpenAI report them) and are shown, never priced twice.
     """
 
     @staticmethod
@@ -130,6 +176,33 @@ class CostService:
             '/lobwife.v1.CostService/RecordCost',
             lobwife_dot_v1_dot_costs__pb2.RecordCostRequest.SerializeToString,
             lobwife_dot_v1_dot_costs__pb2.RecordCostResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordCosts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lobwife.v1.CostService/RecordCosts',
+            lobwife_dot_v1_dot_costs__pb2.RecordCostsRequest.SerializeToString,
+            lobwife_dot_v1_dot_costs__pb2.RecordCostsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -184,6 +257,33 @@ class CostService:
             '/lobwife.v1.CostService/SummarizeCosts',
             lobwife_dot_v1_dot_costs__pb2.SummarizeCostsRequest.SerializeToString,
             lobwife_dot_v1_dot_costs__pb2.SummarizeCostsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RepriceCosts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lobwife.v1.CostService/RepriceCosts',
+            lobwife_dot_v1_dot_costs__pb2.RepriceCostsRequest.SerializeToString,
+            lobwife_dot_v1_dot_costs__pb2.RepriceCostsResponse.FromString,
             options,
             channel_credentials,
             insecure,

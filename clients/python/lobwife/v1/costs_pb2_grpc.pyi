@@ -29,7 +29,10 @@ GRPC_VERSION: str
 class CostServiceStub:
     """CostService records model usage per task and summarises it.
 
-    Not built yet: every RPC answers UNIMPLEMENTED until costs land.
+    Token counts follow OpenTelemetry's `gen_ai.usage.*` conventions with one rule made explicit:
+    `input_tokens` excludes the cache (as Anthropic's usage numbers do): `cache_read_tokens` and
+    `cache_write_tokens` are counted apart and priced apart. `reasoning_tokens` are part of
+    `output_tokens` (as both Anthropic and OpenAI report them) and are shown, never priced twice.
     """
 
     @_typing.overload
@@ -38,30 +41,54 @@ class CostServiceStub:
     def __new__(cls, channel: _aio.Channel) -> CostServiceAsyncStub: ...
     RecordCost: _grpc.UnaryUnaryMultiCallable[_costs_pb2.RecordCostRequest, _costs_pb2.RecordCostResponse]
     """Records one model call's usage. Idempotent by `request_id`."""
+    RecordCosts: _grpc.UnaryUnaryMultiCallable[_costs_pb2.RecordCostsRequest, _costs_pb2.RecordCostsResponse]
+    """Records up to 500 calls at once (a worker flushing its buffer): each item is stored or
+    refused on its own, and the answer says which.
+    """
     ListCosts: _grpc.UnaryUnaryMultiCallable[_costs_pb2.ListCostsRequest, _costs_pb2.ListCostsResponse]
     """Lists usage records, newest first."""
     SummarizeCosts: _grpc.UnaryUnaryMultiCallable[_costs_pb2.SummarizeCostsRequest, _costs_pb2.SummarizeCostsResponse]
-    """Totals grouped by model, task, task type or day."""
+    """Totals grouped by model, task, task type, day or hour, over a time range."""
+    RepriceCosts: _grpc.UnaryUnaryMultiCallable[_costs_pb2.RepriceCostsRequest, _costs_pb2.RepriceCostsResponse]
+    """Computes the costs again from the raw counts with the price table as it is now (after a
+    price fix), for the calls in a time range that carry no cost of the caller's; records
+    every change.
+    """
 
 @_typing.type_check_only
 class CostServiceAsyncStub(CostServiceStub):
     """CostService records model usage per task and summarises it.
 
-    Not built yet: every RPC answers UNIMPLEMENTED until costs land.
+    Token counts follow OpenTelemetry's `gen_ai.usage.*` conventions with one rule made explicit:
+    `input_tokens` excludes the cache (as Anthropic's usage numbers do): `cache_read_tokens` and
+    `cache_write_tokens` are counted apart and priced apart. `reasoning_tokens` are part of
+    `output_tokens` (as both Anthropic and OpenAI report them) and are shown, never priced twice.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     RecordCost: _aio.UnaryUnaryMultiCallable[_costs_pb2.RecordCostRequest, _costs_pb2.RecordCostResponse]  # type: ignore[assignment]
     """Records one model call's usage. Idempotent by `request_id`."""
+    RecordCosts: _aio.UnaryUnaryMultiCallable[_costs_pb2.RecordCostsRequest, _costs_pb2.RecordCostsResponse]  # type: ignore[assignment]
+    """Records up to 500 calls at once (a worker flushing its buffer): each item is stored or
+    refused on its own, and the answer says which.
+    """
     ListCosts: _aio.UnaryUnaryMultiCallable[_costs_pb2.ListCostsRequest, _costs_pb2.ListCostsResponse]  # type: ignore[assignment]
     """Lists usage records, newest first."""
     SummarizeCosts: _aio.UnaryUnaryMultiCallable[_costs_pb2.SummarizeCostsRequest, _costs_pb2.SummarizeCostsResponse]  # type: ignore[assignment]
-    """Totals grouped by model, task, task type or day."""
+    """Totals grouped by model, task, task type, day or hour, over a time range."""
+    RepriceCosts: _aio.UnaryUnaryMultiCallable[_costs_pb2.RepriceCostsRequest, _costs_pb2.RepriceCostsResponse]  # type: ignore[assignment]
+    """Computes the costs again from the raw counts with the price table as it is now (after a
+    price fix), for the calls in a time range that carry no cost of the caller's; records
+    every change.
+    """
 
 class CostServiceServicer(metaclass=_abc_1.ABCMeta):
     """CostService records model usage per task and summarises it.
 
-    Not built yet: every RPC answers UNIMPLEMENTED until costs land.
+    Token counts follow OpenTelemetry's `gen_ai.usage.*` conventions with one rule made explicit:
+    `input_tokens` excludes the cache (as Anthropic's usage numbers do): `cache_read_tokens` and
+    `cache_write_tokens` are counted apart and priced apart. `reasoning_tokens` are part of
+    `output_tokens` (as both Anthropic and OpenAI report them) and are shown, never priced twice.
     """
 
     @_abc_1.abstractmethod
@@ -71,6 +98,16 @@ class CostServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_costs_pb2.RecordCostResponse, _abc.Awaitable[_costs_pb2.RecordCostResponse]]:
         """Records one model call's usage. Idempotent by `request_id`."""
+
+    @_abc_1.abstractmethod
+    def RecordCosts(
+        self,
+        request: _costs_pb2.RecordCostsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_costs_pb2.RecordCostsResponse, _abc.Awaitable[_costs_pb2.RecordCostsResponse]]:
+        """Records up to 500 calls at once (a worker flushing its buffer): each item is stored or
+        refused on its own, and the answer says which.
+        """
 
     @_abc_1.abstractmethod
     def ListCosts(
@@ -86,6 +123,17 @@ class CostServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _costs_pb2.SummarizeCostsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_costs_pb2.SummarizeCostsResponse, _abc.Awaitable[_costs_pb2.SummarizeCostsResponse]]:
-        """Totals grouped by model, task, task type or day."""
+        """Totals grouped by model, task, task type, day or hour, over a time range."""
+
+    @_abc_1.abstractmethod
+    def RepriceCosts(
+        self,
+        request: _costs_pb2.RepriceCostsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_costs_pb2.RepriceCostsResponse, _abc.Awaitable[_costs_pb2.RepriceCostsResponse]]:
+        """Computes the costs again from the raw counts with the price table as it is now (after a
+        price fix), for the calls in a time range that carry no cost of the caller's; records
+        every change.
+        """
 
 def add_CostServiceServicer_to_server(servicer: CostServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,352 @@
+"""CostService: each model call's usage, its cost, and summaries by model, task, task type, day or hour.
+
+A call's cost is the caller's figure when it sends one (what the provider billed), else the price
+table's (prices.py) for the model at the time of the call; the row keeps the raw counts, both
+figures and the price entry's id, so ``RepriceCosts`` can compute again after a price fix (only
+rows without a caller's figure: the provider's bill is not second-guessed). An unknown model is
+stored with no computed cost and a note, and counted in ``lobwife_costs_unpriced_total``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import grpc
+
+from lobwife import enums
+from lobwife.v1 import costs_pb2
+from lobwife_server.api.rpc import CallContext
+from lobwife_server.core import metrics
+from lobwife_server.core.errors import ApiError, invalid_argument
+from lobwife_server.core.timeutil import now_us, set_ts
+from lobwife_server.core.validation import (
+    MAX_REQUEST_ID,
+    MAX_SHORT,
+    PageTokens,
+    check_text,
+    parse_task_number,
+    request_page_size,
+    timestamp_us,
+)
+from lobwife_server.costs.prices import PriceTable
+from lobwife_server.storage import cost_store
+from lobwife_server.storage.cost_store import CostFilter, CostRow, NewCost, Sums
+from lobwife_server.storage.database import WriteContext
+from lobwife_server.storage.interfaces import Conn, CostStore, Storage
+
+#: One call's tokens of one kind at most: far above any model's context, far below int64 sums.
+MAX_TOKENS = 10**12
+#: One call's cost at most (USD).
+MAX_COST_USD = 1_000_000.0
+#: Items of one RecordCosts call at most.
+MAX_BATCH = 500
+#: Rows one RepriceCosts write handles (the call goes on, write after write, to the end of the range).
+REPRICE_CHUNK = 1000
+
+_GROUP = costs_pb2.CostGroupBy.DESCRIPTOR
+_TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
+
+
+def _day_key(day: int) -> str:
+    return datetime.fromtimestamp(day * 86400, UTC).date().isoformat()
+
+
+def _hour_key(hour: int) -> str:
+    return datetime.fromtimestamp(hour * 3600, UTC).strftime("%Y-%m-%dT%H")
+
+
+_KEYS = {
+    "model": str,
+    "task": lambda n: f"T{n}" if n else "",
+    "type": str,
+    "day": _day_key,
+    "hour": _hour_key,
+}
+
+
+def _to_proto(row: CostRow, out: costs_pb2.CostEvent | None = None) -> costs_pb2.CostEvent:
+    e = out if out is not None else costs_pb2.CostEvent()
+    e.id = row.id
+    if row.task_number is not None:
+        e.task_id = row.task_number
+    e.model = row.model
+    e.provider = row.provider
+    e.input_tokens = row.input_tokens
+    e.output_tokens = row.output_tokens
+    e.cache_read_tokens = row.cache_read_tokens
+    e.cache_write_tokens = row.cache_write_tokens
+    e.reasoning_tokens = row.reasoning_tokens
+    e.cost_usd = row.cost_usd
+    if row.computed_cost_usd is not None:
+        e.computed_cost_usd = row.computed_cost_usd
+    if row.caller_cost_usd is not None:
+        e.caller_cost_usd = row.caller_cost_usd
+    e.price_id = row.price_id
+    e.cost_note = row.cost_note
+    e.task_type = row.task_type
+    e.request_id = row.request_id or ""
+    set_ts(e.created_at, row.occurred_at)
+    return e
+
+
+def _summary_row(key: str, s: Sums, out: costs_pb2.CostSummaryRow) -> None:
+    out.key = key
+    out.calls = s.calls
+    out.input_tokens = s.input_tokens
+    out.output_tokens = s.output_tokens
+    out.cache_read_tokens = s.cache_read_tokens
+    out.cache_write_tokens = s.cache_write_tokens
+    out.reasoning_tokens = s.reasoning_tokens
+    out.cost_usd = round(s.cost_usd, 9)
+    out.unpriced_calls = s.unpriced_calls
+
+
+class CostService:
+    """CostService RPCs over the cost store and the price table."""
+
+    def __init__(self, db: Storage, page_tokens: PageTokens, prices: PriceTable, store: CostStore = cost_store) -> None:
+        self.db = db
+        self.tokens = page_tokens
+        self.prices = prices
+        self.store = store
+
+    # -- validation -----------------------------------------------------------------------------
+
+    def _new(self, req: costs_pb2.RecordCostRequest, prefix: str = "") -> NewCost:
+        model = check_text(prefix + "model", req.model, MAX_SHORT, required=True)
+        assert model is not None
+        counts = {}
+        for name in _TOKEN_FIELDS:
+            v = getattr(req, name)
+            if v < 0:
+                raise invalid_argument(prefix + name, "must not be negative")
+            if v > MAX_TOKENS:
+                raise invalid_argument(prefix + name, f"must be at most {MAX_TOKENS:,} for one call")
+            counts[name] = v
+        if counts["reasoning_tokens"] > counts["output_tokens"]:
+            raise invalid_argument(prefix + "reasoning_tokens", "is part of output_tokens, so it cannot be more")
+        caller: float | None = None
+        if req.HasField("cost_usd"):
+            caller = req.cost_usd
+            if not math.isfinite(caller) or caller < 0 or caller > MAX_COST_USD:
+                raise invalid_argument(prefix + "cost_usd", f"must be a number of US dollars, 0 to {MAX_COST_USD:g}")
+        ref = check_text(prefix + "task_id", req.task_id, MAX_SHORT)
+        number = parse_task_number(ref, prefix + "task_id") if ref else None
+        occurred = timestamp_us(prefix + "created_at", req.created_at) if req.HasField("created_at") else now_us()
+        request_id = check_text(prefix + "request_id", req.request_id, MAX_REQUEST_ID)
+        provider = (check_text(prefix + "provider", req.provider, MAX_SHORT) or "").lower()
+        price = self.prices.find(model, occurred)
+        computed = (
+            None
+            if price is None
+            else price.cost(
+                counts["input_tokens"],
+                counts["output_tokens"],
+                counts["cache_read_tokens"],
+                counts["cache_write_tokens"],
+            )
+        )
+        note = "" if price is not None else f"no price for model {model[:80]!r} at that time"
+        fingerprint = None
+        if request_id is not None:
+            # What the request asks, hashed (the time too when the caller gave it): a retry is the same.
+            given = (number, provider, model, tuple(counts.values()), caller, req.created_at.SerializeToString())
+            fingerprint = hashlib.blake2b(repr(given).encode(), digest_size=16).digest()
+        return NewCost(
+            request_id=request_id,
+            request_fp=fingerprint,
+            task_number=number,
+            provider=provider,
+            model=model,
+            caller_cost_usd=caller,
+            computed_cost_usd=computed,
+            price_id=price.id if price is not None else "",
+            cost_note=note,
+            occurred_at=occurred,
+            **counts,
+        )
+
+    def _store(self, conn: Conn, w: WriteContext, new: NewCost, field_prefix: str, now: int) -> CostRow:
+        """Insert ``new`` (or answer the stored row of a retried request_id), inside the caller's write."""
+        if new.request_id is not None:
+            seen = self.store.find_request(conn, new.request_id)
+            if seen is not None:
+                row, fp = seen
+                if fp != new.request_fp:
+                    desc = f"{new.request_id[:40]!r} was already used for cost {row.id} with a different call"
+                    raise ApiError(
+                        grpc.StatusCode.ALREADY_EXISTS,
+                        f"{field_prefix}request_id: {desc}",
+                        violations=[(field_prefix + "request_id", desc)],
+                        reason="REQUEST_ID_REUSED",
+                    )
+                return row
+        task_type = ""
+        if new.task_number is not None:
+            found = self.store.task_type(conn, new.task_number)
+            if found is None:
+                raise invalid_argument(field_prefix + "task_id", f"names task T{new.task_number}, which does not exist")
+            task_type = found
+        row = self.store.insert_cost(conn, new, task_type, now)
+        if row.computed_cost_usd is None:
+            w.after_commit(metrics.COSTS_UNPRICED.inc)
+        return row
+
+    # -- RPCs -----------------------------------------------------------------------------------
+
+    async def RecordCost(self, req: costs_pb2.RecordCostRequest, ctx: CallContext) -> costs_pb2.RecordCostResponse:
+        new = self._new(req)
+        now = now_us()
+        row = await self.db.write(lambda c, w: self._store(c, w, new, "", now))
+        return costs_pb2.RecordCostResponse(cost=_to_proto(row))
+
+    async def RecordCosts(self, req: costs_pb2.RecordCostsRequest, ctx: CallContext) -> costs_pb2.RecordCostsResponse:
+        if len(req.items) > MAX_BATCH:
+            raise invalid_argument("items", f"at most {MAX_BATCH} in one call, not {len(req.items)}")
+        resp = costs_pb2.RecordCostsResponse()
+        results = [resp.results.add(index=i) for i in range(len(req.items))]
+        valid: list[tuple[int, NewCost]] = []
+        for i, item in enumerate(req.items):
+            try:
+                valid.append((i, self._new(item, f"items[{i}].")))
+            except ApiError as e:
+                self._fail(results[i], e)
+        now = now_us()
+
+        def write(conn: Conn, w: WriteContext) -> list[tuple[int, CostRow | ApiError]]:
+            out: list[tuple[int, CostRow | ApiError]] = []
+            for i, new in valid:
+                try:
+                    with self.store.savepoint(conn, "cost_item"):
+                        out.append((i, self._store(conn, w, new, f"items[{i}].", now)))
+                except ApiError as e:
+                    out.append((i, e))
+            return out
+
+        for i, outcome in await self.db.write(write) if valid else []:
+            if isinstance(outcome, ApiError):
+                self._fail(results[i], outcome)
+            else:
+                _to_proto(outcome, results[i].cost)
+        resp.failed = sum(1 for r in results if r.error_code)
+        resp.stored = len(results) - resp.failed
+        return resp
+
+    @staticmethod
+    def _fail(result: costs_pb2.RecordCostResult, e: ApiError) -> None:
+        result.error_code = e.code.name
+        result.error = e.message
+        if e.violations:
+            result.field = e.violations[0][0]
+
+    def _filter(
+        self,
+        req: costs_pb2.ListCostsRequest | costs_pb2.SummarizeCostsRequest,
+        provider: str = "",
+        task_type: str = "",
+    ) -> CostFilter:
+        ref = check_text("task_id", req.task_id, MAX_SHORT)
+        start_us = timestamp_us("start_time", req.start_time) if req.HasField("start_time") else None
+        end_us = timestamp_us("end_time", req.end_time) if req.HasField("end_time") else None
+        if start_us is not None and end_us is not None and end_us < start_us:
+            raise invalid_argument("end_time", "is before start_time")
+        return CostFilter(
+            task_number=parse_task_number(ref, "task_id") if ref else None,
+            model=check_text("model", req.model, MAX_SHORT),
+            provider=(check_text("provider", provider, MAX_SHORT) or "").lower() or None,
+            task_type=check_text("task_type", task_type, MAX_SHORT),
+            start=start_us,
+            end=end_us,
+        )
+
+    async def ListCosts(self, req: costs_pb2.ListCostsRequest, ctx: CallContext) -> costs_pb2.ListCostsResponse:
+        flt = self._filter(req, req.provider, req.task_type)
+        size = request_page_size(req)
+        filters: Sequence[object] = [flt.task_number, flt.model, flt.provider, flt.task_type, flt.start, flt.end]
+        before = self.tokens.parse(req.page_token, "costs", filters)
+        rows = await self.db.read(lambda c: self.store.list_costs(c, flt, before, size + 1))
+        resp = costs_pb2.ListCostsResponse()
+        for row in rows[:size]:
+            _to_proto(row, resp.costs.add())
+        if len(rows) > size:
+            resp.next_page_token = self.tokens.make("costs", filters, rows[size - 1].id)
+        return resp
+
+    async def SummarizeCosts(
+        self, req: costs_pb2.SummarizeCostsRequest, ctx: CallContext
+    ) -> costs_pb2.SummarizeCostsResponse:
+        group = enums.short_name(_GROUP, req.group_by)
+        if group is None or group not in _KEYS:
+            raise invalid_argument("group_by", "must be one of model, task, type, day, hour")
+        flt = self._filter(req)
+        sums = await self.db.read(lambda c: self.store.summarize(c, group, flt))
+        resp = costs_pb2.SummarizeCostsResponse()
+        total = Sums()
+        to_key = _KEYS[group]
+        # Most expensive first for model/task/type; time order for day/hour.
+        if group in ("day", "hour"):
+            ordered = sorted(sums.items(), key=lambda kv: kv[0])
+        else:
+            ordered = sorted(sums.items(), key=lambda kv: (-kv[1].cost_usd, str(kv[0])))
+        for key, s in ordered:
+            _summary_row(to_key(key), s, resp.rows.add())  # type: ignore[operator]
+            total.add(s)
+        _summary_row("total", total, resp.total)
+        return resp
+
+    async def RepriceCosts(
+        self, req: costs_pb2.RepriceCostsRequest, ctx: CallContext
+    ) -> costs_pb2.RepriceCostsResponse:
+        since = timestamp_us("since", req.since)
+        until = timestamp_us("until", req.until) if req.HasField("until") else now_us() + 1
+        if until < since:
+            raise invalid_argument("until", "is before since")
+        actor = ctx.caller()
+        resp = costs_pb2.RepriceCostsResponse()
+        after = 0
+        while True:
+            rows = await self.db.read(functools.partial(self._repriceable, since=since, until=until, after=after))
+            if not rows:
+                break
+            after = rows[-1].id
+            changes = [c for c in (self._repriced(row) for row in rows) if c is not None]
+            resp.examined += len(rows)
+            resp.changed += len(changes)
+            resp.delta_usd += sum((c.cost or 0.0) - (c.row.computed_cost_usd or 0.0) for c in changes)
+            if changes and not req.dry_run:
+                await self.db.write(functools.partial(self._apply, changes=changes, actor=actor, now=now_us()))
+        resp.delta_usd = round(resp.delta_usd, 9)
+        return resp
+
+    def _repriceable(self, conn: Conn, *, since: int, until: int, after: int) -> list[CostRow]:
+        return self.store.repriceable(conn, since, until, after, REPRICE_CHUNK)
+
+    def _repriced(self, row: CostRow) -> _Change | None:
+        """The row's cost by the table as it is now, when that differs from what is stored."""
+        price = self.prices.find(row.model, row.occurred_at)
+        if price is None:
+            cost, price_id, note = None, "", f"no price for model {row.model[:80]!r} at that time"
+        else:
+            counts = (row.input_tokens, row.output_tokens, row.cache_read_tokens, row.cache_write_tokens)
+            cost, price_id, note = price.cost(*counts), price.id, ""
+        if (cost, price_id) == (row.computed_cost_usd, row.price_id):
+            return None
+        return _Change(row, cost, price_id, note)
+
+    def _apply(self, conn: Conn, w: WriteContext, *, changes: list[_Change], actor: str, now: int) -> None:
+        for c in changes:
+            # False: the row changed since it was read (another reprice got there first); left as it is.
+            self.store.set_computed(conn, c.row, c.cost, c.price_id, c.note, actor, now)
+
+
+@dataclass(frozen=True, slots=True)
+class _Change:
+    row: CostRow
+    cost: float | None
+    price_id: str
+    note: str
