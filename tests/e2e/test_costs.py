@@ -178,6 +178,17 @@ def test_summaries_agree_with_the_events_on_and_off_the_hour(
     assert {"swe", "qa"} <= {r.key for r in by_type.rows}
     by_task = stub.SummarizeCosts(C.SummarizeCostsRequest(group_by=C.COST_GROUP_BY_TASK, task_id="T2"), timeout=10)
     assert [r.key for r in by_task.rows] == ["T2"]
+    # Filters from both rollups' sides (one task's costs by model, by day): read from the events.
+    start, end = ts("2026-10-01T09:30:00"), ts("2026-10-02T00:05:00")
+    mixed = stub.SummarizeCosts(
+        C.SummarizeCostsRequest(group_by=C.COST_GROUP_BY_MODEL, task_id="T1", start_time=start, end_time=end),
+        timeout=10,
+    )
+    assert [(r.key, r.calls, r.input_tokens) for r in mixed.rows] == [("claude-haiku-4-5", 2, 1000 + 3000)]
+    by_day_of_task = stub.SummarizeCosts(
+        C.SummarizeCostsRequest(group_by=C.COST_GROUP_BY_DAY, task_id="T2", start_time=start, end_time=end), timeout=10
+    )
+    assert [(r.key, r.calls) for r in by_day_of_task.rows] == [("2026-10-01", 2)]
 
 
 def test_list_filters_and_pages(stub: costs_pb2_grpc.CostServiceStub) -> None:
@@ -207,6 +218,8 @@ def test_bad_input_is_refused_naming_the_field(srv: ServerProcess, stub: costs_p
         (C.RecordCostRequest(model="m", cost_usd=-1), "cost_usd"),
         (C.RecordCostRequest(model="m", task_id="T4242"), "task_id"),
         (C.RecordCostRequest(model="m", output_tokens=1, reasoning_tokens=2), "reasoning_tokens"),
+        (C.RecordCostRequest(model="m", created_at=ts("1999-12-31T23:59:59")), "created_at"),
+        (C.RecordCostRequest(model="m", created_at=ts("2999-01-01T00:00:00")), "created_at"),
         (C.RecordCostRequest(), "model"),
     ]
     for req, field in cases:

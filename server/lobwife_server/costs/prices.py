@@ -7,6 +7,7 @@ stored row keeps the counts and the entry's id, so a corrected table can reprice
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 import re
 import tomllib
@@ -32,6 +33,7 @@ class PriceTableError(Exception):
     """A price file that cannot be used; the message names the file and the entry."""
 
 
+@functools.lru_cache(maxsize=4096)
 def model_key(model: str) -> str:
     """The name a model is priced under: ``claude-sonnet-4-5-20250929`` -> ``claude-sonnet-4-5``."""
     key = _BEDROCK_PREFIX.sub("", model.strip().lower())

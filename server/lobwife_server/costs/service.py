@@ -45,6 +45,10 @@ MAX_TOKENS = 10**12
 MAX_COST_USD = 1_000_000.0
 #: Items of one RecordCosts call at most.
 MAX_BATCH = 500
+#: When a call may have happened: from 2000 (the rollups' arithmetic relies on positive times) to a day
+#: ahead (a skewed clock, not a typo of the year).
+EARLIEST_CALL_US = 946_684_800 * 1_000_000
+LATEST_AHEAD_US = 86_400 * 1_000_000
 #: Rows one RepriceCosts write handles (the call goes on, write after write, to the end of the range).
 REPRICE_CHUNK = 1000
 
@@ -138,6 +142,8 @@ class CostService:
         ref = check_text(prefix + "task_id", req.task_id, MAX_SHORT)
         number = parse_task_number(ref, prefix + "task_id") if ref else None
         occurred = timestamp_us(prefix + "created_at", req.created_at) if req.HasField("created_at") else now_us()
+        if not EARLIEST_CALL_US <= occurred <= now_us() + LATEST_AHEAD_US:
+            raise invalid_argument(prefix + "created_at", "must be after 2000-01-01 and at most a day from now")
         request_id = check_text(prefix + "request_id", req.request_id, MAX_REQUEST_ID)
         provider = (check_text(prefix + "provider", req.provider, MAX_SHORT) or "").lower()
         price = self.prices.find(model, occurred)
@@ -186,16 +192,12 @@ class CostService:
                         reason="REQUEST_ID_REUSED",
                     )
                 return row
-        task_type = ""
-        if new.task_number is not None:
-            found = self.store.task_type(conn, new.task_number)
-            if found is None:
-                raise invalid_argument(field_prefix + "task_id", f"names task T{new.task_number}, which does not exist")
-            task_type = found
-        row = self.store.insert_cost(conn, new, task_type, now)
-        if row.computed_cost_usd is None:
+        stored = self.store.insert_cost(conn, new, now)
+        if stored is None:
+            raise invalid_argument(field_prefix + "task_id", f"names task T{new.task_number}, which does not exist")
+        if stored.computed_cost_usd is None:
             w.after_commit(metrics.COSTS_UNPRICED.inc)
-        return row
+        return stored
 
     # -- RPCs -----------------------------------------------------------------------------------
 

@@ -1,10 +1,19 @@
 """SQL for cost events and their hourly rollup.
 
 ``cost_events`` keeps each call's raw counts, the caller's cost (if sent), the computed cost and
-the price entry it came from. ``cost_rollup`` holds, per hour x model x provider x task x task
-type, the sums a summary needs; every insert (and every reprice) updates it in the same
-transaction, so a summary reads a few rows per hour instead of every event. A summary over a
-range that does not start or end on the hour adds the edge events from ``cost_events`` itself.
+the price entry it came from. Two rollups hold the sums a summary needs; triggers (migration 10)
+update both in the statement that inserts an event or reprices it, so they cannot drift from the
+events whichever code writes them:
+
+- ``cost_rollup_hour``, per hour x model x provider: summaries by model, day or hour (optionally
+  of one model or provider). 90 days of 8 models is 17,280 rows, however many the calls.
+- ``cost_rollup_task_day``, per day x task x task type: summaries by task or type (optionally of
+  one task or type). One rollup over every dimension would have about as many rows as events
+  for a fleet of many tasks: it would not summarise anything.
+
+A summary with filters from both sides (one task's costs by model) reads the events through
+their indexes (a task's, a model's); a range that does not start or end on a rollup boundary
+adds its edges from the events.
 Times are integer microseconds, UTC. Migration 10 made the tables.
 """
 
@@ -12,7 +21,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 # One nested-transaction helper for every store (CostStore.savepoint).
@@ -118,72 +127,43 @@ def find_request(conn: sqlite3.Connection, request_id: str) -> tuple[CostRow, by
     return (_row(r[:-1]), r[-1]) if r is not None else None
 
 
-def task_type(conn: sqlite3.Connection, number: int) -> str | None:
-    """The task's type ('' when it has none), or None when there is no such task."""
-    r = conn.execute("SELECT COALESCE(type, '') FROM tasks WHERE id = ?", (number,)).fetchone()
-    return str(r[0]) if r is not None else None
-
-
-def _bump_rollup(conn: sqlite3.Connection, row: CostRow, calls: int, cost: float, unpriced: int) -> None:
-    conn.execute(
-        "INSERT INTO cost_rollup (hour, model, provider, task_number, task_type, calls, input_tokens, output_tokens,"
-        " cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_usd, unpriced_calls)"
-        " VALUES (:hour, :model, :provider, :task, :type, :calls, :i, :o, :cr, :cw, :r, :cost, :unpriced)"
-        " ON CONFLICT (hour, model, provider, task_number, task_type) DO UPDATE SET"
-        " calls = calls + :calls, input_tokens = input_tokens + :i, output_tokens = output_tokens + :o,"
-        " cache_read_tokens = cache_read_tokens + :cr, cache_write_tokens = cache_write_tokens + :cw,"
-        " reasoning_tokens = reasoning_tokens + :r, cost_usd = cost_usd + :cost,"
-        " unpriced_calls = unpriced_calls + :unpriced",
-        {
-            "hour": row.occurred_at // HOUR_US,
-            "model": row.model,
-            "provider": row.provider,
-            "task": row.task_number or 0,
-            "type": row.task_type,
-            "calls": calls,
-            "i": row.input_tokens * calls,
-            "o": row.output_tokens * calls,
-            "cr": row.cache_read_tokens * calls,
-            "cw": row.cache_write_tokens * calls,
-            "r": row.reasoning_tokens * calls,
-            "cost": cost,
-            "unpriced": unpriced,
-        },
+def insert_cost(conn: sqlite3.Connection, new: NewCost, now: int) -> CostRow | None:
+    """The event, in the caller's transaction, with its task's type as it is now; None (nothing
+    written) when ``new`` names a task that does not exist. One statement: the rollups follow in
+    it (the trigger cost_events_rollup)."""
+    values = (
+        new.request_id,
+        new.request_fp,
+        new.task_number,
+        new.provider,
+        new.model,
+        new.input_tokens,
+        new.output_tokens,
+        new.cache_read_tokens,
+        new.cache_write_tokens,
+        new.reasoning_tokens,
+        new.caller_cost_usd,
+        new.computed_cost_usd,
+        new.price_id,
+        new.cost_note,
+        new.occurred_at,
+        now,
     )
-
-
-def insert_cost(conn: sqlite3.Connection, new: NewCost, task_type: str, now: int) -> CostRow:
-    """The event and its share of the rollup, in the caller's transaction."""
+    # The task's type comes from the task row in the same statement; no row, no insert.
+    source = (
+        "SELECT ?, ?, ?, COALESCE(type, ''), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM tasks WHERE id = ?"
+        if new.task_number is not None
+        else "SELECT ?, ?, ?, '', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
+    )
+    args = (*values, new.task_number) if new.task_number is not None else values
     cur = conn.execute(
         "INSERT INTO cost_events (request_id, request_fp, task_number, task_type, provider, model, input_tokens,"
         " output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, caller_cost_usd,"
-        " computed_cost_usd, price_id, cost_note, occurred_at, recorded_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        f" RETURNING {_COLUMNS}",
-        (
-            new.request_id,
-            new.request_fp,
-            new.task_number,
-            task_type,
-            new.provider,
-            new.model,
-            new.input_tokens,
-            new.output_tokens,
-            new.cache_read_tokens,
-            new.cache_write_tokens,
-            new.reasoning_tokens,
-            new.caller_cost_usd,
-            new.computed_cost_usd,
-            new.price_id,
-            new.cost_note,
-            new.occurred_at,
-            now,
-        ),
+        f" computed_cost_usd, price_id, cost_note, occurred_at, recorded_at) {source} RETURNING {_COLUMNS}",
+        args,
     )
-    row = _row(cur.fetchone())
-    unpriced = int(row.caller_cost_usd is None and row.computed_cost_usd is None)
-    _bump_rollup(conn, row, 1, row.cost_usd, unpriced)
-    return row
+    r = cur.fetchone()
+    return _row(r) if r is not None else None
 
 
 def _where(flt: CostFilter) -> tuple[str, list[Any]]:
@@ -213,14 +193,39 @@ def list_costs(conn: sqlite3.Connection, flt: CostFilter, before_id: int | None,
     return [_row(r) for r in rows.fetchall()]
 
 
-#: Group-by word -> (the rollup's key expression, the events' key expression).
-GROUP_KEYS: dict[str, tuple[str, str]] = {
-    "model": ("model", "model"),
-    "task": ("task_number", "COALESCE(task_number, 0)"),
-    "type": ("task_type", "task_type"),
-    "day": (f"hour / {DAY_US // HOUR_US}", f"occurred_at / {DAY_US}"),
-    "hour": ("hour", f"occurred_at / {HOUR_US}"),
+#: Group-by word -> the events' key expression.
+EVENT_KEYS: dict[str, str] = {
+    "model": "model",
+    "task": "COALESCE(task_number, 0)",
+    "type": "task_type",
+    "day": f"occurred_at / {DAY_US}",
+    "hour": f"occurred_at / {HOUR_US}",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class _Rollup:
+    table: str
+    unit: int  # µs per row of time (an hour, a day)
+    time_column: str
+    keys: dict[str, str]  # group-by word -> the rollup's key expression
+    filters: dict[str, str]  # CostFilter attribute -> the rollup's column
+
+
+_BY_TIME = _Rollup(
+    "cost_rollup_hour",
+    HOUR_US,
+    "hour",
+    {"model": "model", "day": f"hour / {DAY_US // HOUR_US}", "hour": "hour"},
+    {"model": "model", "provider": "provider"},
+)
+_BY_TASK = _Rollup(
+    "cost_rollup_task_day",
+    DAY_US,
+    "day",
+    {"task": "task_number", "type": "task_type"},
+    {"task_number": "task_number", "task_type": "task_type"},
+)
 
 _SUMS = (
     "COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens), SUM(cache_write_tokens),"
@@ -249,50 +254,58 @@ def _add(out: dict[Any, Sums], rows: Sequence[Sequence[Any]]) -> None:
         )
 
 
+def _rollup_for(group_by: str, flt: CostFilter) -> _Rollup | None:
+    """The rollup that can answer, or None (filters from both sides: the events answer)."""
+    given = {name for name in ("task_number", "model", "provider", "task_type") if getattr(flt, name) is not None}
+    for rollup in (_BY_TIME, _BY_TASK):
+        if group_by in rollup.keys and given <= set(rollup.filters):
+            return rollup
+    return None
+
+
+def _from_events(conn: sqlite3.Connection, group_by: str, flt: CostFilter, out: dict[Any, Sums]) -> None:
+    sql, args = _where(flt)
+    _add(out, conn.execute(f"SELECT {EVENT_KEYS[group_by]}, {_SUMS} FROM cost_events{sql} GROUP BY 1", args).fetchall())
+
+
 def summarize(conn: sqlite3.Connection, group_by: str, flt: CostFilter) -> dict[Any, Sums]:
     """Sums by group key (model, task number with 0 for none, task type, day or hour number).
 
-    Whole hours come from the rollup; the parts of the range before its first whole hour and
-    after its last come from the events (an index range on ``occurred_at``).
+    Whole rollup rows (hours, or days) come from the rollup that has the group and the filters;
+    the parts of the range before its first whole row and after its last come from the events
+    (an index range on ``occurred_at``), as does everything when no rollup fits.
     """
-    rollup_key, event_key = GROUP_KEYS[group_by]
-    first = None if flt.start is None else -(-flt.start // HOUR_US)  # the first whole hour
-    last = None if flt.end is None else flt.end // HOUR_US  # whole hours end before it
     out: dict[Any, Sums] = {}
+    rollup = _rollup_for(group_by, flt)
+    if rollup is None:
+        _from_events(conn, group_by, flt, out)
+        return out
+    unit = rollup.unit
+    first = None if flt.start is None else -(-flt.start // unit)  # the first whole row
+    last = None if flt.end is None else flt.end // unit  # whole rows end before it
     if first is not None and last is not None and first >= last:
-        # No whole hour inside: all from the events.
-        all_sql, all_args = _where(flt)
-        _add(
-            out, conn.execute(f"SELECT {event_key}, {_SUMS} FROM cost_events{all_sql} GROUP BY 1", all_args).fetchall()
-        )
+        _from_events(conn, group_by, flt, out)  # no whole row inside the range
         return out
     where: list[str] = []
     args: list[Any] = []
-    if flt.task_number is not None:
-        where.append("task_number = ?")
-        args.append(flt.task_number)
-    for column, value in (("model", flt.model), ("provider", flt.provider), ("task_type", flt.task_type)):
+    for name, column in rollup.filters.items():
+        value = getattr(flt, name)
         if value is not None:
             where.append(f"{column} = ?")
             args.append(value)
     if first is not None:
-        where.append("hour >= ?")
+        where.append(f"{rollup.time_column} >= ?")
         args.append(first)
     if last is not None:
-        where.append("hour < ?")
+        where.append(f"{rollup.time_column} < ?")
         args.append(last)
     sql = (" WHERE " + " AND ".join(where)) if where else ""
-    _add(out, conn.execute(f"SELECT {rollup_key}, {_ROLLUP_SUMS} FROM cost_rollup{sql} GROUP BY 1", args).fetchall())
-    edges = []
-    if first is not None and flt.start is not None and flt.start < first * HOUR_US:
-        edges.append((flt.start, first * HOUR_US))
-    if last is not None and flt.end is not None and last * HOUR_US < flt.end:
-        edges.append((last * HOUR_US, flt.end))
-    for start, end in edges:
-        part = CostFilter(flt.task_number, flt.model, flt.provider, flt.task_type, start, end)
-        edge_sql, edge_args = _where(part)
-        query = f"SELECT {event_key}, {_SUMS} FROM cost_events{edge_sql} GROUP BY 1"
-        _add(out, conn.execute(query, edge_args).fetchall())
+    query = f"SELECT {rollup.keys[group_by]}, {_ROLLUP_SUMS} FROM {rollup.table}{sql} GROUP BY 1"
+    _add(out, conn.execute(query, args).fetchall())
+    if first is not None and flt.start is not None and flt.start < first * unit:
+        _from_events(conn, group_by, replace(flt, end=first * unit), out)
+    if last is not None and flt.end is not None and last * unit < flt.end:
+        _from_events(conn, group_by, replace(flt, start=last * unit), out)
     return out
 
 
@@ -318,31 +331,13 @@ def set_computed(
     )
     if cur.rowcount != 1:
         return False
-    was_unpriced = row.computed_cost_usd is None
-    now_unpriced = cost is None
-    _bump_rollup_delta(conn, row, (cost or 0.0) - (row.computed_cost_usd or 0.0), int(now_unpriced) - int(was_unpriced))
+    # The rollups moved with the row (the trigger cost_events_reprice).
     conn.execute(
         "INSERT INTO cost_reprices (event_id, old_cost_usd, new_cost_usd, old_price_id, new_price_id, actor, at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
         (row.id, row.computed_cost_usd, cost, row.price_id, price_id, actor, now),
     )
     return True
-
-
-def _bump_rollup_delta(conn: sqlite3.Connection, row: CostRow, cost_delta: float, unpriced_delta: int) -> None:
-    conn.execute(
-        "UPDATE cost_rollup SET cost_usd = cost_usd + ?, unpriced_calls = unpriced_calls + ?"
-        " WHERE hour = ? AND model = ? AND provider = ? AND task_number = ? AND task_type = ?",
-        (
-            cost_delta,
-            unpriced_delta,
-            row.occurred_at // HOUR_US,
-            row.model,
-            row.provider,
-            row.task_number or 0,
-            row.task_type,
-        ),
-    )
 
 
 def task_exists(conn: sqlite3.Connection, number: int) -> bool:

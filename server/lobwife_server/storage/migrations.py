@@ -574,7 +574,8 @@ def _v9_audit_findings(conn: sqlite3.Connection) -> None:
 
 
 def _v10_cost_events(conn: sqlite3.Connection) -> None:
-    """Cost events (cost_store), their hourly rollup, and the record of reprices."""
+    """Cost events (cost_store), their two rollups (per hour x model; per day x task), and the record of
+    reprices."""
     _script(
         conn,
         """
@@ -602,10 +603,22 @@ def _v10_cost_events(conn: sqlite3.Connection) -> None:
         CREATE INDEX cost_events_occurred ON cost_events(occurred_at);
         CREATE INDEX cost_events_task ON cost_events(task_number, id) WHERE task_number IS NOT NULL;
         CREATE INDEX cost_events_model ON cost_events(model, id);
-        CREATE TABLE cost_rollup (
+        CREATE TABLE cost_rollup_hour (
             hour INTEGER NOT NULL,
             model TEXT NOT NULL,
             provider TEXT NOT NULL,
+            calls INTEGER NOT NULL,
+            input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            cache_read_tokens INTEGER NOT NULL,
+            cache_write_tokens INTEGER NOT NULL,
+            reasoning_tokens INTEGER NOT NULL,
+            cost_usd REAL NOT NULL,
+            unpriced_calls INTEGER NOT NULL,
+            PRIMARY KEY (hour, model, provider)
+        ) WITHOUT ROWID;
+        CREATE TABLE cost_rollup_task_day (
+            day INTEGER NOT NULL,
             task_number INTEGER NOT NULL,
             task_type TEXT NOT NULL,
             calls INTEGER NOT NULL,
@@ -616,7 +629,7 @@ def _v10_cost_events(conn: sqlite3.Connection) -> None:
             reasoning_tokens INTEGER NOT NULL,
             cost_usd REAL NOT NULL,
             unpriced_calls INTEGER NOT NULL,
-            PRIMARY KEY (hour, model, provider, task_number, task_type)
+            PRIMARY KEY (day, task_number, task_type)
         ) WITHOUT ROWID;
         CREATE TABLE cost_reprices (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -629,6 +642,44 @@ def _v10_cost_events(conn: sqlite3.Connection) -> None:
             at INTEGER NOT NULL
         )
         """,
+    )
+    # The rollups move with the events, inside the statement that writes the event: a record is one
+    # statement, and no code path can forget them. Times are after 2000 (the service refuses earlier
+    # ones), so integer division is the floor. A trigger holds `;`, so each runs on its own.
+    sums = "input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens"
+    news = ", ".join(f"NEW.{c}" for c in sums.split(", "))
+    adds = ", ".join(f"{c} = {c} + excluded.{c}" for c in [*sums.split(", "), "cost_usd", "unpriced_calls"])
+    cost = "COALESCE(NEW.caller_cost_usd, NEW.computed_cost_usd, 0)"
+    unpriced = "(NEW.caller_cost_usd IS NULL AND NEW.computed_cost_usd IS NULL)"
+    old_cost = "COALESCE(OLD.caller_cost_usd, OLD.computed_cost_usd, 0)"
+    old_unpriced = "(OLD.caller_cost_usd IS NULL AND OLD.computed_cost_usd IS NULL)"
+    hour_key = "NEW.occurred_at / 3600000000, NEW.model, NEW.provider"
+    day_key = "NEW.occurred_at / 86400000000, COALESCE(NEW.task_number, 0), NEW.task_type"
+    conn.execute(
+        f"""
+        CREATE TRIGGER cost_events_rollup AFTER INSERT ON cost_events BEGIN
+            INSERT INTO cost_rollup_hour (hour, model, provider, calls, {sums}, cost_usd, unpriced_calls)
+            VALUES ({hour_key}, 1, {news}, {cost}, {unpriced})
+            ON CONFLICT (hour, model, provider) DO UPDATE SET calls = calls + 1, {adds};
+            INSERT INTO cost_rollup_task_day (day, task_number, task_type, calls, {sums}, cost_usd, unpriced_calls)
+            VALUES ({day_key}, 1, {news}, {cost}, {unpriced})
+            ON CONFLICT (day, task_number, task_type) DO UPDATE SET calls = calls + 1, {adds};
+        END
+        """
+    )
+    change = (
+        f"cost_usd = cost_usd + ({cost} - {old_cost}), unpriced_calls = unpriced_calls + ({unpriced} - {old_unpriced})"
+    )
+    conn.execute(
+        f"""
+        CREATE TRIGGER cost_events_reprice AFTER UPDATE OF computed_cost_usd ON cost_events BEGIN
+            UPDATE cost_rollup_hour SET {change}
+            WHERE hour = NEW.occurred_at / 3600000000 AND model = NEW.model AND provider = NEW.provider;
+            UPDATE cost_rollup_task_day SET {change}
+            WHERE day = NEW.occurred_at / 86400000000 AND task_number = COALESCE(NEW.task_number, 0)
+            AND task_type = NEW.task_type;
+        END
+        """
     )
 
 
@@ -644,7 +695,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (7, "broker: typed registration and audit columns", _v7_broker_audit),
     (8, "broker: registrations by task", _v8_broker_task_index),
     (9, "audit findings", _v9_audit_findings),
-    (10, "cost events and their hourly rollup", _v10_cost_events),
+    (10, "cost events and their rollups", _v10_cost_events),
 ]
 LATEST = MIGRATIONS[-1][0]
 
