@@ -1,0 +1,548 @@
+"""One sync cycle: tasks in, files written (or moved), one commit, pull --rebase, push.
+
+The order of a cycle (:meth:`VaultSync.sync`), and why:
+
+1. Checks: the vault is the top of a git work tree on a branch; a rebase or merge a crash left is
+   aborted; the index.lock policy (``git.clear_index_lock``); temporary files a crash left are removed.
+2. ``git pull --rebase`` first, so that each file is rendered onto the latest version people pushed
+   (our edit is then a child of theirs and cannot conflict with it). A conflict here (a commit of an
+   earlier cycle that never got pushed) is aborted and fails the cycle before anything is written.
+3. Plan (worker thread): read each task's file, merge the owned keys, decide moves. A file whose
+   frontmatter does not parse, or on a path through a symlink, is skipped and reported.
+4. Apply: ``git mv`` to the new folder, then whole-file writes (temporary file + rename).
+5. One commit, only when ``git add -A -- 010-tasks`` staged something.
+6. Push; a push the remote refuses because it moved on (someone pushed meanwhile) is followed by
+   ``git pull --rebase`` and another push, :data:`PUSH_ATTEMPTS` times in all. A rebase that
+   conflicts is aborted (``git rebase --abort``, and no ``rebase-merge``/``rebase-apply`` may remain)
+   before the next attempt; after the last one the cycle fails saying which files conflicted.
+
+A push that fails for good (the remote refuses it, the network is down, conflicts) keeps the local
+commit: the vault's files are exactly that commit, and the next cycle pushes it with its own. Nothing
+is ever force-pushed or reset, so a person's commit is never lost; a conflict stays until a person
+settles the file on the remote, and each cycle says so until then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lobwife.v1 import tasks_pb2
+from lobwife_server.vault import files, render
+from lobwife_server.vault.git import (
+    GIT_TIMEOUT,
+    LOCK_STALE_AFTER,
+    LOCK_WAIT,
+    Git,
+    GitError,
+    Secrets,
+    auth_env,
+    clear_index_lock,
+    tail,
+)
+from lobwife_server.vault.render import FOLDERS, TASKS_DIR, FrontmatterError, TablePage
+
+log = logging.getLogger("lobwife.vault")
+
+#: Pushes per cycle (each after the first preceded by a pull --rebase).
+PUSH_ATTEMPTS = 3
+#: Seconds before the second attempt; the third waits twice as long.
+RETRY_BACKOFF = 0.5
+
+TokenProvider = Callable[[], Awaitable[str | None]]
+
+
+class VaultError(Exception):
+    """A cycle cannot go on; the message says why (and is safe to log)."""
+
+
+@dataclass
+class Skipped:
+    path: str
+    reason: str
+
+
+@dataclass
+class SyncResult:
+    """What one cycle did. ``error`` is None when it succeeded; skips alone do not fail a cycle."""
+
+    written: list[str] = field(default_factory=list)
+    moved: list[tuple[str, str]] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    commit: str | None = None
+    pushed: bool = False
+    attempts: int = 0
+    error: str | None = None
+    duration_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.written or self.moved or self.removed)
+
+
+@dataclass
+class _Plan:
+    moves: list[tuple[str, str]] = field(default_factory=list)
+    writes: dict[str, str] = field(default_factory=dict)  # path -> new text (after the moves)
+    removes: list[str] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+class VaultSync:
+    """Writes tasks into one vault (a git clone) and pushes them. One cycle at a time.
+
+    ``token`` is called once per cycle whose remote is http(s) and returns a GitHub token (or None
+    to push without one); it is handed to git as described in :mod:`lobwife_server.vault.git`.
+    ``remote=None`` keeps the vault local (commit only).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        author_name: str = "lobwife",
+        author_email: str = "lobwife@localhost",
+        remote: str | None = "origin",
+        token: TokenProvider | None = None,
+        push_attempts: int = PUSH_ATTEMPTS,
+        retry_backoff: float = RETRY_BACKOFF,
+        lock_stale_after: float = LOCK_STALE_AFTER,
+        lock_wait: float = LOCK_WAIT,
+        git_timeout: float = GIT_TIMEOUT,
+        recent_completions: int = render.RECENT_COMPLETIONS,
+    ) -> None:
+        if push_attempts < 1:
+            raise ValueError("push_attempts must be at least 1")
+        self.root = Path(path).expanduser().resolve()
+        self.remote = remote
+        self.token = token
+        self.push_attempts = push_attempts
+        self.retry_backoff = retry_backoff
+        self.lock_stale_after = lock_stale_after
+        self.lock_wait = lock_wait
+        self.recent_completions = recent_completions
+        self._secrets = Secrets()
+        self.git = Git(
+            self.root, author_name=author_name, author_email=author_email, secrets=self._secrets, timeout=git_timeout
+        )
+        self._lock = asyncio.Lock()
+        self._git_dir: Path | None = None
+        # The incremental overview counts every task file; a file's entry is read again only when
+        # its (mtime_ns, size, inode) changes, so an idle cycle costs a stat per file.
+        self._entries: dict[str, tuple[tuple[int, int, int], render.OverviewEntry | None]] = {}
+
+    # --- the cycle ------------------------------------------------------------------------------
+
+    async def sync(
+        self,
+        tasks: Iterable[tasks_pb2.Task],
+        *,
+        full: bool = False,
+        pages: Sequence[TablePage] = (),
+    ) -> SyncResult:
+        """One cycle for ``tasks`` (the changed ones; with ``full``, all of them).
+
+        ``full`` also removes task files of tasks not in ``tasks`` and takes the overview's counts
+        from ``tasks``; otherwise the overview is counted from the vault's files, as updated.
+        Never raises for a vault problem: the result's ``error`` says what went wrong.
+        """
+        result = SyncResult()
+        started = time.monotonic()
+        task_list = list(tasks)
+        async with self._lock:
+            try:
+                await self._cycle(task_list, full, pages, result)
+            except (VaultError, GitError, files.UnsafePath) as e:
+                result.error = self._secrets.redact(str(e))
+            except OSError as e:
+                # A full disk, a read-only mount: files already renamed into place are whole, and
+                # uncommitted; the next cycle's `git add -A` commits them.
+                result.error = self._secrets.redact(f"writing the vault failed: {e}")
+            finally:
+                self._secrets.clear()
+            result.duration_s = round(time.monotonic() - started, 3)
+        self._log(result)
+        return result
+
+    async def _cycle(
+        self, tasks: list[tasks_pb2.Task], full: bool, pages: Sequence[TablePage], result: SyncResult
+    ) -> None:
+        branch, git_dir = await self._check_repo()
+        await self._recover(git_dir)
+        net_env = await self._net_env()
+        tracking = await self._pull(branch, net_env, fail_on_conflict=True) if self.remote else None
+        plan = await asyncio.to_thread(self._plan, tasks, full, pages)
+        result.skipped.extend(plan.skipped)
+        await self._apply(plan, result)
+        result.commit = await self._commit(result)
+        if self.remote and await self._ahead(tracking):
+            await self._push(branch, net_env, result)
+
+    async def check(self) -> None:
+        """Raises VaultError when the vault path is not a usable git work tree (for start-up checks)."""
+        await self._check_repo()
+
+    async def _check_repo(self) -> tuple[str, Path]:
+        if not self.root.is_dir():
+            raise VaultError(f"vault path {self.root} does not exist or is not a directory")
+        top = await self.git.run("rev-parse", "--show-toplevel", check=False)
+        if top.rc != 0:
+            raise VaultError(f"vault path {self.root} is not a git work tree ({tail(top.stderr, 1)})")
+        # git prints the top with symlinks resolved, as self.root is.
+        if top.stdout.strip() != str(self.root):
+            raise VaultError(f"vault path {self.root} is inside the git work tree {top.stdout.strip()}, not its top")
+        git_dir = Path((await self.git.run("rev-parse", "--absolute-git-dir")).stdout.strip())
+        head = await self.git.run("symbolic-ref", "--short", "-q", "HEAD", check=False)
+        if head.rc != 0 or not head.stdout.strip():
+            raise VaultError(f"vault {self.root} is not on a branch (detached HEAD)")
+        if self.remote:
+            url = await self.git.run("remote", "get-url", self.remote, check=False)
+            if url.rc != 0:
+                raise VaultError(f"vault {self.root} has no remote named {self.remote!r}")
+        self._git_dir = git_dir
+        return head.stdout.strip(), git_dir
+
+    async def _recover(self, git_dir: Path) -> None:
+        await clear_index_lock(self.root, git_dir, stale_after=self.lock_stale_after, wait=self.lock_wait)
+        if _mid_rebase(git_dir):
+            log.warning("vault: aborting a rebase an earlier run left", extra={"vault": str(self.root)})
+            await self._abort_rebase(git_dir)
+        if (git_dir / "MERGE_HEAD").exists():
+            log.warning("vault: aborting a merge an earlier run left", extra={"vault": str(self.root)})
+            await self.git.run("merge", "--abort")
+        leftovers = await asyncio.to_thread(
+            files.remove_temp_files, self.root, [TASKS_DIR, *(f"{TASKS_DIR}/{f}" for f in FOLDERS)]
+        )
+        if leftovers:
+            log.info("vault: removed temporary files a crash left", extra={"files": leftovers})
+
+    async def _net_env(self) -> dict[str, str]:
+        if not self.remote or self.token is None:
+            return {}
+        url = (await self.git.run("remote", "get-url", self.remote)).stdout.strip()
+        if not url.startswith(("http://", "https://")):
+            return {}
+        try:
+            token = await self.token()
+        except Exception as e:  # the broker is down, say: no push this cycle, and say why without the text
+            raise VaultError(f"the token provider failed ({type(e).__name__})") from None
+        if not token:
+            return {}
+        return auth_env(url, token, self._secrets, self.git.env)
+
+    # --- git: pull, commit, push --------------------------------------------------------------
+
+    async def _pull(self, branch: str, env: dict[str, str], *, fail_on_conflict: bool) -> str | None:
+        """``git pull --rebase``; the remote-tracking ref (None when the remote has no such branch yet).
+
+        A conflict is aborted here: VaultError if ``fail_on_conflict``, else GitError("conflict ...").
+        """
+        assert self.remote is not None and self._git_dir is not None
+        out = await self.git.run(
+            "pull", "--rebase", "--autostash", "--no-edit", "-q", self.remote, branch, check=False, extra_env=env
+        )
+        if out.rc == 0:
+            return f"refs/remotes/{self.remote}/{branch}"
+        if "couldn't find remote ref" in out.text:
+            return None  # an empty remote: the first push creates the branch
+        if _mid_rebase(self._git_dir):
+            conflicted = await self.git.run("diff", "--name-only", "--diff-filter=U", check=False)
+            names = ", ".join(conflicted.stdout.split()) or "unknown files"
+            await self._abort_rebase(self._git_dir)
+            message = f"git pull --rebase conflicts in {names} (a person changed lines lobwife owns)"
+            if fail_on_conflict:
+                raise VaultError(message + "; aborted, the vault is as it was")
+            raise GitError(message)
+        raise VaultError(f"git pull --rebase failed: {tail(out.text)}")
+
+    async def _abort_rebase(self, git_dir: Path) -> None:
+        await self.git.run("rebase", "--abort", check=False)
+        if _mid_rebase(git_dir):
+            log.error("vault: still mid-rebase after git rebase --abort", extra={"vault": str(self.root)})
+            raise VaultError(f"vault {self.root} is still mid-rebase after git rebase --abort; a person must look")
+
+    async def _commit(self, result: SyncResult) -> str | None:
+        await self.git.run("add", "-A", "--", TASKS_DIR)
+        staged = await self.git.run("diff", "--cached", "--quiet", "--", TASKS_DIR, check=False)
+        if staged.rc == 0:
+            return None
+        if staged.rc != 1:
+            raise VaultError(f"git diff --cached failed: {tail(staged.text)}")
+        message = (
+            f"lobwife: vault sync ({len(result.written)} written, {len(result.moved)} moved, "
+            f"{len(result.removed)} removed)"
+        )
+        if not result.changed:
+            message = "lobwife: vault sync (files an earlier cycle left uncommitted)"
+        await self.git.run("commit", "-q", "--no-verify", "-m", message)
+        return (await self.git.run("rev-parse", "HEAD")).stdout.strip()
+
+    async def _ahead(self, tracking: str | None) -> bool:
+        if tracking is None:
+            head = await self.git.run("rev-parse", "-q", "--verify", "HEAD", check=False)
+            return head.rc == 0
+        count = await self.git.run("rev-list", "--count", f"{tracking}..HEAD")
+        return int(count.stdout.strip() or 0) > 0
+
+    async def _push(self, branch: str, env: dict[str, str], result: SyncResult) -> None:
+        assert self.remote is not None
+        reason = ""
+        for attempt in range(1, self.push_attempts + 1):
+            result.attempts = attempt
+            if attempt > 1:
+                await asyncio.sleep(self.retry_backoff * (attempt - 1))
+                try:
+                    await self._pull(branch, env, fail_on_conflict=False)
+                except GitError as e:
+                    reason = str(e)
+                    log.info("vault: conflict on attempt %d of %d", attempt, self.push_attempts)
+                    continue
+            out = await self.git.run(
+                "push", "--porcelain", self.remote, f"HEAD:refs/heads/{branch}", check=False, extra_env=env
+            )
+            if out.rc == 0:
+                result.pushed = True
+                return
+            if "[rejected]" in out.text and ("fetch first" in out.text or "non-fast-forward" in out.text):
+                reason = "the remote moved on while pushing"
+                continue
+            raise VaultError(f"git push failed; the commit is kept for the next cycle: {tail(out.text)}")
+        raise VaultError(
+            f"gave up after {self.push_attempts} attempts: {reason}; aborted cleanly, "
+            "the commit is kept for the next cycle"
+        )
+
+    # --- plan and apply ---------------------------------------------------------------------------
+
+    def _existing(self, skipped: list[Skipped]) -> dict[int, list[str]]:
+        """Task files now in the folders: number -> paths (more than one when copies exist)."""
+        found: dict[int, list[str]] = {}
+        for folder in FOLDERS:
+            rel = f"{TASKS_DIR}/{folder}"
+            try:
+                names = files.list_dir(self.root, rel)
+            except files.UnsafePath as e:
+                skipped.append(Skipped(rel, str(e)))
+                continue
+            for name in names:
+                m = render.TASK_FILE.fullmatch(name)
+                if m:
+                    found.setdefault(int(m.group(1)), []).append(f"{rel}/{name}")
+        return found
+
+    def _read(self, rel: str, skipped: list[Skipped]) -> str | bool | None:
+        """The file's text, None if absent, False if it may not be read (reported in ``skipped``)."""
+        try:
+            return files.read_text(self.root, rel)
+        except files.UnsafePath as e:
+            skipped.append(Skipped(rel, str(e)))
+            return False
+
+    def _plan(self, tasks: list[tasks_pb2.Task], full: bool, pages: Sequence[TablePage]) -> _Plan:
+        plan = _Plan()
+        existing = self._existing(plan.skipped)
+        # The last version of each task given wins (a feed may hand over several).
+        latest: dict[int, tasks_pb2.Task] = {}
+        for task in tasks:
+            number = render.task_number(task)
+            if number is None:
+                plan.skipped.append(Skipped(f"task {task.task_id[:40]!r}", "no task number"))
+                continue
+            latest[number] = task
+        entries: dict[int, render.OverviewEntry] = {}
+        for number, task in sorted(latest.items()):
+            status = render.status_word(task.status)
+            if status is None:
+                plan.skipped.append(Skipped(f"T{number}", f"status {task.status} has no folder"))
+                continue
+            owned = render.task_frontmatter(task, number, status)
+            self._plan_task(plan, number, status, owned, existing.get(number, []))
+            entries[number] = render.OverviewEntry(
+                number, status, render.iso(task.updated_at), render.iso(task.completed_at)
+            )
+        if full:
+            for number, paths in sorted(existing.items()):
+                if number in latest:
+                    continue
+                for rel in paths:
+                    text = self._read(rel, plan.skipped)
+                    if isinstance(text, str) and self._parses(rel, text, plan.skipped):
+                        plan.removes.append(rel)
+        else:
+            self._count_files(existing, entries)
+        self._plan_overview(plan, entries.values())
+        for page in pages:
+            self._plan_page(plan, page)
+        return plan
+
+    def _plan_task(self, plan: _Plan, number: int, status: str, owned: dict[str, object], copies: list[str]) -> None:
+        target = render.task_path(number, render.FOLDER_OF[status])
+        try:
+            files.check(self.root, target)
+        except files.UnsafePath as e:
+            plan.skipped.append(Skipped(target, str(e)))
+            return
+        source = target if target in copies else (copies[0] if copies else None)
+        if source is None:
+            plan.writes[target] = render.new_document(owned, render.new_task_body(number, str(owned["name"])))
+        else:
+            text = self._read(source, plan.skipped)
+            if text is False:
+                return
+            if text is None or not isinstance(text, str):
+                plan.writes[target] = render.new_document(owned, render.new_task_body(number, str(owned["name"])))
+            else:
+                try:
+                    new = render.update_document(text, owned)
+                except FrontmatterError as e:
+                    plan.skipped.append(Skipped(source, str(e)))
+                    return
+                if source != target:
+                    plan.moves.append((source, target))
+                if new != text:
+                    plan.writes[target] = new
+        # Copies in folders the task is not in: stale (a person's copy is still in git's history).
+        for rel in copies:
+            if rel != source:
+                text = self._read(rel, plan.skipped)
+                if isinstance(text, str) and self._parses(rel, text, plan.skipped):
+                    plan.removes.append(rel)
+
+    def _parses(self, rel: str, text: str, skipped: list[Skipped]) -> bool:
+        try:
+            render.split_document(text)
+        except FrontmatterError as e:
+            skipped.append(Skipped(rel, str(e)))
+            return False
+        return True
+
+    def _count_files(self, existing: dict[int, list[str]], entries: dict[int, render.OverviewEntry]) -> None:
+        """Adds the overview entries of tasks not in this cycle, from their files' owned keys."""
+        cache: dict[str, tuple[tuple[int, int, int], render.OverviewEntry | None]] = {}
+        for number, paths in existing.items():
+            if number in entries:
+                continue
+            for rel in paths:
+                entry = self._file_entry(number, rel, cache)
+                if entry is not None:
+                    entries[number] = entry
+                    break
+        self._entries = cache  # forgets the files that are gone
+
+    def _file_entry(
+        self, number: int, rel: str, cache: dict[str, tuple[tuple[int, int, int], render.OverviewEntry | None]]
+    ) -> render.OverviewEntry | None:
+        try:
+            st = os.lstat(files.check(self.root, rel))
+        except (OSError, files.UnsafePath):
+            return None
+        key = (st.st_mtime_ns, st.st_size, st.st_ino)
+        hit = self._entries.get(rel)
+        if hit is not None and hit[0] == key:
+            cache[rel] = hit
+            return hit[1]
+        try:
+            text = files.read_text(self.root, rel)
+            data = render.split_document(text).data if text is not None else None
+        except (files.UnsafePath, FrontmatterError):
+            data = None
+        entry = render.overview_entry(number, data) if data is not None else None
+        cache[rel] = (key, entry)
+        return entry
+
+    def _plan_overview(self, plan: _Plan, entries: Iterable[render.OverviewEntry]) -> None:
+        rel = f"{TASKS_DIR}/{render.OVERVIEW_FILE}"
+        owned = render.overview_values(entries, self.recent_completions)
+        self._plan_page_file(plan, rel, lambda: render.new_document(owned, render.overview_body()), owned, None)
+
+    def _plan_page(self, plan: _Plan, page: TablePage) -> None:
+        owned = page.owned()
+        self._plan_page_file(plan, page.path, lambda: render.new_document(owned, page.new_body()), owned, page)
+
+    def _plan_page_file(
+        self,
+        plan: _Plan,
+        rel: str,
+        new: Callable[[], str],
+        owned: dict[str, object],
+        page: TablePage | None,
+    ) -> None:
+        try:
+            files.check(self.root, rel)
+        except files.UnsafePath as e:
+            plan.skipped.append(Skipped(rel, str(e)))
+            return
+        text = self._read(rel, plan.skipped)
+        if text is False:
+            return
+        if not isinstance(text, str):
+            plan.writes[rel] = new()
+            return
+        try:
+            updated = page.update(text) if page is not None else render.update_document(text, owned)
+        except FrontmatterError as e:
+            plan.skipped.append(Skipped(rel, str(e)))
+            return
+        if updated != text:
+            plan.writes[rel] = updated
+
+    async def _apply(self, plan: _Plan, result: SyncResult) -> None:
+        if plan.moves:
+            tracked_out = await self.git.run("ls-files", "-z", "--", *(old for old, _ in plan.moves))
+            tracked = set(tracked_out.stdout.split("\0"))
+            for old, new in plan.moves:
+                await asyncio.to_thread(files.ensure_dir, self.root, str(Path(new).parent))
+                if old in tracked:
+                    await self.git.run("mv", "--", old, new)
+                else:
+                    await asyncio.to_thread(files.rename, self.root, old, new)
+                result.moved.append((old, new))
+        if plan.removes:
+            await asyncio.to_thread(_remove_all, self.root, plan.removes)
+            result.removed.extend(plan.removes)
+        if plan.writes:
+            await asyncio.to_thread(_write_all, self.root, plan.writes, result.written)
+
+    def _log(self, result: SyncResult) -> None:
+        fields = {
+            "vault": str(self.root),
+            "written": len(result.written),
+            "moved": len(result.moved),
+            "removed": len(result.removed),
+            "skipped": len(result.skipped),
+            "commit": result.commit,
+            "pushed": result.pushed,
+            "duration_s": result.duration_s,
+        }
+        for s in result.skipped:
+            log.warning("vault: skipped %s: %s", s.path, s.reason)
+        if result.error:
+            log.warning("vault sync failed: %s", result.error, extra=fields)
+        elif result.changed or result.pushed:
+            log.info("vault sync", extra=fields)
+
+
+def _mid_rebase(git_dir: Path) -> bool:
+    return (git_dir / "rebase-merge").exists() or (git_dir / "rebase-apply").exists()
+
+
+def _remove_all(root: Path, rels: list[str]) -> None:
+    # Plain unlinks: `git add -A` then records the deletions with the rest of the cycle.
+    for rel in rels:
+        files.remove(root, rel)
+
+
+def _write_all(root: Path, writes: dict[str, str], written: list[str]) -> None:
+    for rel, text in writes.items():
+        files.write_text(root, rel, text)
+        written.append(rel)
