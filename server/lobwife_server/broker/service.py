@@ -11,7 +11,9 @@ permissions (never wider than the default), shared through the :class:`TokenCach
 registration of the same scope. Every token handed out, fresh or from the cache, is audited (who
 asked, the reference, the repositories, a SHA-256 prefix of the token), and that audit row is
 committed before the token is returned: a token nobody can account for is never handed out, a
-crash notwithstanding. Refusals are audited the same way.
+crash notwithstanding. Refusals are audited the same way. The write that audits a token and counts
+it (on its registration and its task) is a batch kind: the tokens that meet in one commit share
+three statements, whatever their number (:meth:`BrokerService._issue_many`).
 
 The broker is also the tasks domain's ``BrokerLink`` (app.py sets ``TaskService.broker``): an
 UpdateTask (the old client's ``PATCH /api/v1/tasks/42``) that sets ``broker_repos`` registers the task
@@ -37,13 +39,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -58,12 +59,13 @@ from lobwife_server.broker.github import (
     validate_repositories,
 )
 from lobwife_server.broker.settings import BrokerSettings
-from lobwife_server.broker.token_cache import CacheKey, TokenCache, cache_key
+from lobwife_server.broker.token_cache import Cached, CacheKey, TokenCache, cache_key, token_digest
 from lobwife_server.core.errors import ApiError, failed_precondition, invalid_argument
 from lobwife_server.core.timeutil import now_us, set_ts
 from lobwife_server.core.validation import MAX_SHORT, PageTokens, check_text, request_page_size
 from lobwife_server.storage import broker_store
-from lobwife_server.storage.database import WriteContext
+from lobwife_server.storage.broker_store import NewAudit
+from lobwife_server.storage.database import BatchKind, WriteContext
 from lobwife_server.storage.interfaces import BrokerStore, Conn, Storage
 
 log = logging.getLogger("lobwife.broker")
@@ -71,9 +73,6 @@ log = logging.getLogger("lobwife.broker")
 EXPIRE_JOB = "lobwife-broker-expire"
 #: How often the built-in job looks for idle registrations.
 EXPIRE_EVERY = 600
-#: Hex digits of a token's SHA-256 kept in the audit: enough to match a token a holder shows, far
-#: too few to be one.
-SHA_PREFIX = 16
 #: The installation's account is asked for once (then kept); registration waits this long at most.
 ACCOUNT_LOOKUP_TIMEOUT = 5.0
 
@@ -95,8 +94,13 @@ class TaskLink(Protocol):
         broker's write that ended its last active registration."""
         ...
 
-    def count_token_in(self, conn: Conn, wctx: WriteContext, number: int) -> None:
-        """One more token on task ``number``'s ``token_count``, inside the write that audits the token."""
+    def count_tokens_in(self, conn: Conn, wctx: WriteContext, counts: Mapping[int, int]) -> None:
+        """``n`` more tokens on each task's ``token_count`` (task number -> n), inside the write that audits
+        those tokens."""
+        ...
+
+    def task_ended_cached(self, number: int) -> bool | None:
+        """Whether the task is completed, failed or cancelled, when that is known without a read; else None."""
         ...
 
     async def task_ended(self, number: int) -> bool:
@@ -115,9 +119,16 @@ class _Active:
     task_number: int | None
 
 
-def token_digest(token: str) -> str:
-    """The audit's handle on a token: a prefix of its SHA-256."""
-    return hashlib.sha256(token.encode()).hexdigest()[:SHA_PREFIX]
+class _Issue(NamedTuple):
+    """One token to hand out, as the write that counts and audits it needs it (a tuple: made per request)."""
+
+    ref: str
+    repos: tuple[str, ...]
+    who: str
+    digest: str
+    reused: bool
+    now: int
+    task_number: int | None
 
 
 def _ts(at: datetime) -> timestamp_pb2.Timestamp:
@@ -164,6 +175,8 @@ class BrokerService:
         #: Mints a lobwife task token (task number, lifetime in seconds) -> (token, expiry epoch seconds);
         #: set by app.py from the auth keys. RegisterTask's ``mint_task_token`` uses it.
         self.mint_task_token: Callable[[int, float], tuple[str, float]] | None = None
+        #: The tokens of a batch of IssueTaskToken writes are counted and audited together (_issue_many).
+        self._issue_kind: BatchKind[_Issue, bool] = BatchKind(self._issue_one, self._issue_many)
 
     @classmethod
     async def create(
@@ -486,43 +499,74 @@ class BrokerService:
             why = await self.db.read(lambda c: self._why_inactive(c, ref))
             await self._deny(ref, ctx.caller(), why)
             raise _denied(f"task {ref[:60]!r}: {why}; register it first (POST /api/tasks/{{ref}}/register)")
-        if entry.task_number is not None and self.tasks is not None and await self.tasks.task_ended(entry.task_number):
-            who = ctx.caller()
-            why = f"task T{entry.task_number} is finished"
-            await self._end(ref, who, why)
-            await self._deny(ref, who, why, entry.repos)
-            raise _denied(f"task {ref[:60]!r}: {why}; its registration has ended")
+        number, tasks = entry.task_number, self.tasks
+        if number is not None and tasks is not None:
+            # The backstop for a finished task whose registrations are still being ended: from the task
+            # cache as a rule (no read, no coroutine).
+            ended = tasks.task_ended_cached(number)
+            if ended is None:
+                ended = await tasks.task_ended(number)
+            if ended:
+                who = ctx.caller()
+                why = f"task T{number} is finished"
+                await self._end(ref, who, why)
+                await self._deny(ref, who, why, entry.repos)
+                raise _denied(f"task {ref[:60]!r}: {why}; its registration has ended")
         assert entry.key is not None
-        repos, perms, timeout = entry.repos, entry.permissions, self.settings.github_timeout
+        repos = entry.repos
+        cached = self.cache.lookup(entry.key, ref)  # a hit, the common case, awaits nothing
+        reused = True
+        if cached is None:
+            perms, timeout = entry.permissions, self.settings.github_timeout
 
-        def fetch() -> Awaitable[InstallationToken]:
-            # Detached from this caller (the cache shares it): bounded by its own deadline.
-            return github.create_installation_token(repos, perms, deadline=time.monotonic() + timeout)
+            def fetch() -> Awaitable[InstallationToken]:
+                # Detached from this caller (the cache shares it): bounded by its own deadline.
+                return github.create_installation_token(repos, perms, deadline=time.monotonic() + timeout)
 
-        token, reused = await self.cache.get(entry.key, fetch, holder=ref, deadline=time.monotonic() + timeout)
-        who, number = ctx.caller(), entry.task_number
-        digest = token_digest(token.token)
-        now = now_us()
-
-        def write(conn: Conn, wctx: WriteContext) -> bool:
-            if not self.store.count_token(conn, ref, now):
-                # Deregistered (or expired) while GitHub was asked: the token is not handed out.
-                self.store.insert_audit(
-                    conn, ref, repos, "token_denied", now, identity=who, token_sha256=digest, detail="not registered"
-                )
-                return False
-            self.store.insert_audit(
-                conn, ref, repos, "token_issued", now, identity=who, token_sha256=digest, reused=reused
-            )
-            if number is not None and self.tasks is not None:
-                self.tasks.count_token_in(conn, wctx, number)
-            return True
-
-        if not await self.db.write(write):
+            fetched, reused = await self.cache.get(entry.key, fetch, holder=ref, deadline=time.monotonic() + timeout)
+            cached = Cached.of(fetched)
+        issue = _Issue(ref, repos, ctx.caller(), cached.sha256, reused, now_us(), number)
+        if not await self.db.write_as(self._issue_kind, issue):
             raise _denied(f"task {ref[:60]!r}: its registration ended while the token was fetched")
+        token = cached.token
         resp = broker_pb2.IssueTaskTokenResponse(token=token.token, repos=token.repositories or repos)
-        resp.expires_at.FromDatetime(token.expires_at)
+        set_ts(resp.expires_at, cached.expires_us)
         return resp
+
+    def _issue_one(self, conn: Conn, wctx: WriteContext, issue: _Issue) -> bool:
+        return self._issue_many(conn, [(wctx, issue)])[0]
+
+    def _issue_many(self, conn: Conn, items: list[tuple[WriteContext, _Issue]]) -> list[bool]:
+        """Counts and audits a batch of tokens about to be handed out, in request order; for each, whether
+        it may be (False: its registration was deregistered or expired while GitHub was asked; the
+        refusal is audited instead).
+
+        Three statements for the whole batch, as the tokens one by one would leave it: each active
+        registration counted once with all its tokens (``last_used_at``: its last token's time), one
+        multi-row insert of the audit rows, each linked task counted once.
+        """
+        per_ref: dict[str, tuple[int, int]] = {}  # ref -> (tokens, time of its last)
+        for _, issue in items:
+            had = per_ref.get(issue.ref)
+            per_ref[issue.ref] = (1 if had is None else had[0] + 1, issue.now)
+        active = self.store.count_tokens(conn, [(ref, n, at) for ref, (n, at) in per_ref.items()])
+        rows: list[NewAudit] = []
+        granted: list[bool] = []
+        per_task: dict[int, int] = {}
+        for _, i in items:
+            ok = i.ref in active
+            granted.append(ok)
+            if ok:
+                rows.append(NewAudit(i.ref, i.repos, "token_issued", i.now, i.who, i.digest, i.reused))
+                if i.task_number is not None:
+                    per_task[i.task_number] = per_task.get(i.task_number, 0) + 1
+            else:
+                rows.append(NewAudit(i.ref, i.repos, "token_denied", i.now, i.who, i.digest, False, "not registered"))
+        self.store.insert_audits(conn, rows)
+        if per_task and self.tasks is not None:
+            # On the first write's context: the task cache has the new counts before any caller resumes.
+            self.tasks.count_tokens_in(conn, items[0][0], per_task)
+        return granted
 
     def _why_inactive(self, conn: Conn, ref: str) -> str:
         row = self.store.get_registration(conn, ref)

@@ -21,16 +21,21 @@ over 100 tasks sharing 10 repository sets cost 10 GitHub calls.
   ``max_entries`` of them, the nearest to expiry dropped first) so that :meth:`release` still
   frees it when its last holder ends, and a finished task's token does not live out its hour.
 
+* A hit needs no coroutine: :meth:`lookup` answers from a kept token synchronously (with the token's
+  audit digest and expiry, worked out once when it was kept); :meth:`get` is for a miss.
+
 All of it runs on one event loop (no locks: nothing awaits between a lookup and its update).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import grpc
 
@@ -42,6 +47,22 @@ CacheKey = tuple[int, tuple[str, ...] | None, tuple[tuple[str, str], ...]]
 
 DEFAULT_MAX_ENTRIES = 1024
 DEFAULT_REFRESH_MARGIN = 300.0  # seconds before expiry that a token stops being handed out
+#: Hex digits of a token's SHA-256 kept in the audit: enough to match a token a holder shows, far
+#: too few to be one.
+SHA_PREFIX = 16
+
+
+def token_digest(token: str) -> str:
+    """The audit's handle on a token: a prefix of its SHA-256."""
+    return hashlib.sha256(token.encode()).hexdigest()[:SHA_PREFIX]
+
+
+def _epoch_us(at: datetime) -> int:
+    """``at`` in microseconds since the epoch, a naive time taken as UTC (as Timestamp.FromDatetime takes it)."""
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    # Integer arithmetic: no float rounding of the microseconds.
+    return int(at.replace(microsecond=0).timestamp()) * 1_000_000 + at.microsecond
 
 
 def cache_key(installation_id: int, repositories: Iterable[str] | None, permissions: Mapping[str, str]) -> CacheKey:
@@ -49,11 +70,25 @@ def cache_key(installation_id: int, repositories: Iterable[str] | None, permissi
     return (installation_id, repos, tuple(sorted(permissions.items())))
 
 
+@dataclass(frozen=True, slots=True)
+class Cached:
+    """A kept token as a request answered from the cache needs it: made once per token, not per request."""
+
+    token: InstallationToken
+    sha256: str  # token_digest(token.token), for the audit
+    expires_us: int  # token.expires_at in microseconds since the epoch, for the response
+
+    @classmethod
+    def of(cls, token: InstallationToken) -> Cached:
+        return cls(token, token_digest(token.token), _epoch_us(token.expires_at))
+
+
 @dataclass
 class _Entry:
     token: InstallationToken
     refresh_at: float  # on the cache's clock (epoch seconds)
     holders: set[str] = field(default_factory=set)
+    cached: Cached | None = None  # made at the first hit (a token fetched and never reused needs none)
 
 
 def _consume(task: asyncio.Task[InstallationToken]) -> None:
@@ -94,6 +129,21 @@ class TokenCache:
     def __repr__(self) -> str:
         return f"TokenCache(entries={len(self._entries)}, in_flight={len(self._inflight)}, max={self.max_entries})"
 
+    def lookup(self, key: CacheKey, holder: str | None = None) -> Cached | None:
+        """The kept token for ``key`` (reused, by definition) when there is one still handed out, else None:
+        then call :meth:`get`. Synchronous, so that a hit, the common case, costs no coroutine."""
+        entry = self._entries.get(key)
+        if entry is None or self._clock() >= entry.refresh_at:
+            return None
+        self._entries.move_to_end(key)
+        if holder is not None:
+            entry.holders.add(holder)
+        self.hits += 1
+        cached = entry.cached
+        if cached is None:
+            cached = entry.cached = Cached.of(entry.token)
+        return cached
+
     async def get(
         self,
         key: CacheKey,
@@ -108,13 +158,9 @@ class TokenCache:
         ``deadline`` (a :func:`time.monotonic` instant) bounds this caller's wait only:
         DEADLINE_EXCEEDED when it passes, the shared call going on.
         """
-        entry = self._entries.get(key)
-        if entry is not None and self._clock() < entry.refresh_at:
-            self._entries.move_to_end(key)
-            if holder is not None:
-                entry.holders.add(holder)
-            self.hits += 1
-            return entry.token, True
+        cached = self.lookup(key, holder)
+        if cached is not None:
+            return cached.token, True
         if holder is not None:
             self._pending_holders.setdefault(key, set()).add(holder)
         task = self._inflight.get(key)

@@ -12,9 +12,10 @@ import re
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from lobwife_server.core.timeutil import from_us, parse_legacy
+from lobwife_server.storage.task_store import insert_rows
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,21 @@ _TASK_REF = re.compile(r"[Tt]?([0-9]{1,18})")
 
 
 def stamp_text(us: int) -> str:
-    """A stored broker time: ISO 8601 UTC with microseconds (``parse_legacy`` reads it back)."""
-    return from_us(us).isoformat()
+    """A stored broker time: ISO 8601 UTC with microseconds (``parse_legacy`` reads it back).
+
+    The same text as ``from_us(us).isoformat()``, with the whole second's part made once per second
+    (a batch of audit rows mostly falls in one): this runs for every token handed out.
+    """
+    global _last_second
+    seconds, micro = divmod(us, 1_000_000)
+    last = _last_second
+    if last[0] != seconds:
+        last = _last_second = (seconds, from_us(seconds * 1_000_000).isoformat().removesuffix("+00:00"))
+    return f"{last[1]}.{micro:06d}+00:00" if micro else f"{last[1]}+00:00"
+
+
+#: The whole second stamp_text made last, and its text without the zone.
+_last_second: tuple[int, str] = (0, "1970-01-01T00:00:00")
 
 
 def load_list(value: object) -> list[str]:
@@ -166,6 +180,39 @@ def count_token(conn: sqlite3.Connection, ref: str, now: int) -> bool:
         (now, ref),
     )
     return cur.rowcount > 0
+
+
+#: count_tokens' statement by the number of registrations it counts for.
+_count_sql: dict[int, str] = {}
+
+
+def count_tokens(conn: sqlite3.Connection, counts: Sequence[tuple[str, int, int]]) -> set[str]:
+    """``count_token`` for several registrations at once: each ``(ref, n, at)`` adds ``n`` tokens to ``ref``
+    and makes it used at ``at``, as ``n`` calls of ``count_token`` of which the last was at ``at``. Returns
+    the references counted; the others are no longer active (their tokens are not to be handed out).
+
+    One statement for them all (a second, a read, only when some are not active): a batch of
+    token requests shares it. The references must be distinct.
+    """
+    if not counts:
+        return set()
+    sql = _count_sql.get(len(counts))
+    if sql is None:
+        rows = ", ".join(["(?, ?, ?)"] * len(counts))
+        sql = _count_sql[len(counts)] = (
+            f"WITH counted(ref, n, at) AS (VALUES {rows})"
+            " UPDATE broker_tasks SET token_count = token_count + counted.n, last_used_at = counted.at"
+            " FROM counted WHERE broker_tasks.task_id = counted.ref AND broker_tasks.status = 'active'"
+        )
+    cur = conn.execute(sql, [v for c in counts for v in c])
+    refs = {ref for ref, _, _ in counts}
+    if cur.rowcount == len(counts):
+        return refs
+    marks = ", ".join("?" * len(counts))
+    found = conn.execute(
+        f"SELECT task_id FROM broker_tasks WHERE status = 'active' AND task_id IN ({marks})", [c[0] for c in counts]
+    )
+    return refs & {str(r[0]) for r in found}
 
 
 def expire_idle(conn: sqlite3.Connection, cutoff: int, now: int) -> list[tuple[str, list[str]]]:
@@ -280,6 +327,42 @@ def insert_audit(
     )
     assert cur.lastrowid is not None
     return cur.lastrowid
+
+
+class NewAudit(NamedTuple):
+    """An audit row to insert, as :func:`insert_audit`'s arguments."""
+
+    task_id: str
+    repos: Sequence[str] | None
+    action: str
+    now: int
+    identity: str | None = None
+    token_sha256: str | None = None
+    reused: bool = False
+    detail: str | None = None
+
+
+_AUDIT_COLUMNS = ("task_id", "repos", "action", "created_at", "identity", "token_sha256", "reused", "detail")
+
+
+def insert_audits(conn: sqlite3.Connection, rows: Sequence[NewAudit]) -> int:
+    """``insert_audit`` for each row, in order, with one statement (a chunk per SQLite's bound on variables);
+    the first row's id (the others follow it)."""
+    texts: dict[tuple[str, ...], str] = {}  # the rows of a batch mostly share a few repository lists
+    stamps: dict[int, str] = {}
+    values = []
+    for r in rows:
+        repos = None
+        if r.repos is not None:
+            key = tuple(r.repos)
+            repos = texts.get(key)
+            if repos is None:
+                repos = texts[key] = json.dumps(list(key))
+        stamp = stamps.get(r.now)
+        if stamp is None:
+            stamp = stamps[r.now] = stamp_text(r.now)
+        values.append((r.task_id, repos, r.action, stamp, r.identity, r.token_sha256, 1 if r.reused else 0, r.detail))
+    return insert_rows(conn, "token_audit", _AUDIT_COLUMNS, values)
 
 
 def list_audit(conn: sqlite3.Connection, task_id: str | None, before_id: int | None, limit: int) -> list[AuditRow]:

@@ -463,6 +463,35 @@ def add_token(conn: sqlite3.Connection, number: int, at: int) -> tasks_pb2.Task 
     return row_to_task(rows[0]) if rows else None
 
 
+#: add_tokens' statement by the number of tasks it counts for.
+_add_tokens_sql: dict[int, str] = {}
+
+
+def add_tokens(conn: sqlite3.Connection, counts: Sequence[tuple[int, int]], at: int) -> list[tuple[int, int, int]]:
+    """``add_token`` ``n`` times at ``at`` for each ``(number, n)`` (distinct tasks), with one statement;
+    ``(number, token_count, updated_at)`` of each task counted, as it now stands (no such task: not there).
+
+    Only the two changed columns come back, not the whole row: the caller makes the new snapshot
+    from the one it has (see ``TaskService.count_tokens_in``). ``n`` calls stamp the task
+    ``MAX(updated_at + 1, at)`` each in turn, that is ``MAX(updated_at + n, at + n - 1)`` in all.
+    """
+    if not counts:
+        return []
+    sql = _add_tokens_sql.get(len(counts))
+    if sql is None:
+        rows = ", ".join(["(?, ?)"] * len(counts))
+        sql = _add_tokens_sql[len(counts)] = (
+            f"WITH counted(id, n) AS (VALUES {rows})"
+            " UPDATE tasks SET token_count = COALESCE(tasks.token_count, 0) + counted.n,"
+            " updated_at = MAX(tasks.updated_at + counted.n, ? + counted.n - 1)"
+            " FROM counted WHERE tasks.id = counted.id RETURNING tasks.id, tasks.token_count, tasks.updated_at"
+        )
+    args: list[int] = [v for c in counts for v in c]
+    args.append(at)
+    # fetchall: the statement is run to its end (not left pending)
+    return [(int(r[0]), int(r[1]), int(r[2])) for r in conn.execute(sql, args).fetchall()]
+
+
 def status_of(conn: sqlite3.Connection, number: int) -> tuple[str, int] | None:
     """(status, updated_at) of a task, or None."""
     row = conn.execute("SELECT status, updated_at FROM tasks WHERE id = ?", (number,)).fetchone()

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from lobwife.v1 import tasks_pb2
-from lobwife_server.core.timeutil import to_us
+from lobwife_server.core.timeutil import set_ts, to_us
 
 
 class TaskCache:
@@ -66,6 +66,36 @@ class TaskCache:
         """The cached task's serialized bytes, as :meth:`get` (event loop only)."""
         entry = self._touch(task_id)
         return None if entry is None else entry[2]
+
+    def status(self, task_id: int) -> int | None:
+        """The cached task's status (a ``TaskStatus`` value), as :meth:`get`; None when it is not cached.
+        Read from the message kept beside the bytes: nothing is parsed."""
+        entry = self._touch(task_id)
+        return None if entry is None else entry[1].status
+
+    def put_token_count(self, task_id: int, token_count: int, updated_us: int) -> None:
+        """A committed change of nothing but the task's ``token_count`` (and so its ``updated_at``), put
+        after its commit like any write's snapshot, without the whole row: the new snapshot is the
+        cached one with those two fields set (one copy and one serialization, on the event loop).
+
+        The cached entry is then the version just before this one: writes put their snapshots in
+        commit order and a read fills only what no write put since it began. Or it is this version
+        or a newer one, filled by a read that began after the commit: left as it is. When the task
+        is not cached, nothing is put, but a read that began before this commit must not fill the
+        older version it read: that is refused as after an eviction.
+        """
+        entry = self._items.get(task_id)
+        if entry is None:
+            self._seq += 1
+            self._last_evict = self._seq
+            return
+        if entry[0] >= updated_us:
+            return
+        task = tasks_pb2.Task()
+        task.CopyFrom(entry[1])
+        task.token_count = token_count
+        set_ts(task.updated_at, updated_us)
+        self.put(task, None, updated_us)
 
     def peek_version(self, task_id: int, updated_us: int) -> tasks_pb2.Task | None:
         """The cached task if it is exactly that version (safe from reader threads: one dict read)."""

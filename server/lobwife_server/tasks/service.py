@@ -14,7 +14,7 @@ import functools
 import hashlib
 import json
 import secrets
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -680,18 +680,43 @@ class TaskService:
         self._publish(wctx, event, task)
 
     def count_token_in(self, conn: Conn, wctx: WriteContext, number: int) -> None:
-        """One more token on task ``number``'s ``token_count``, inside the broker's write that issued it.
+        """One more token on task ``number``'s ``token_count``, inside the broker's write that issued it
+        (``count_tokens_in`` for one token)."""
+        self.count_tokens_in(conn, wctx, {number: 1})
+
+    def count_tokens_in(self, conn: Conn, wctx: WriteContext, counts: Mapping[int, int]) -> None:
+        """``n`` more tokens on each task's ``token_count`` (``counts``: task number -> n), inside the broker's
+        write that issued them: a batch of token requests counts each task once.
 
         No event: the token audit records every token, and an event per token (a ``gh`` wrapper asks
         for one per call) would drown the task's trail. ``updated_at`` moves all the same, so the
         snapshot's version moves with its content (the cache and list reads rely on it).
+
+        Only the new count and stamp are read back: the cache makes the new snapshot from the one it
+        holds (``TaskCache.put_token_count``), instead of a whole row being decoded and the task
+        serialized again in this thread for every token.
         """
-        task = self.store.add_token(conn, number, store.now())
-        if task is None:
+        if not counts:
             return
-        data = task.SerializeToString()
-        updated = to_us(task.updated_at)
-        wctx.after_commit(lambda: self.cache.put(task, data, updated))
+        rows = self.store.add_tokens(conn, sorted(counts.items()), store.now())
+        if not rows:
+            return
+        cache = self.cache
+        if isinstance(cache, TaskCache):
+            concrete = cache
+            wctx.after_commit(lambda: self._put_token_counts(concrete, rows))
+            return
+        # Another snapshot store: whole snapshots, as every other write puts them.
+        for number, _, _ in rows:
+            task = self.store.get_task(conn, number)
+            if task is not None:
+                data, updated = task.SerializeToString(), to_us(task.updated_at)
+                wctx.after_commit(functools.partial(cache.put, task, data, updated))
+
+    @staticmethod
+    def _put_token_counts(cache: TaskCache, rows: Sequence[tuple[int, int, int]]) -> None:
+        for number, count, updated in rows:
+            cache.put_token_count(number, count, updated)
 
     async def snapshot(self, number: int) -> tasks_pb2.Task | None:
         """Task ``number`` as committed: from the write-through cache when it holds it, else one read
@@ -705,12 +730,22 @@ class TaskService:
             self.cache.fill(task, mark)
         return task
 
+    def task_ended_cached(self, number: int) -> bool | None:
+        """Whether task ``number`` is completed, failed or cancelled, from the write-through cache without
+        a read; None when the cache does not hold it (ask :meth:`task_ended`)."""
+        cache = self.cache
+        if isinstance(cache, TaskCache):
+            status = cache.status(number)  # the cached message's field: nothing parsed
+            return None if status is None else status in _ENDED
+        data = cache.get_bytes(number)
+        return None if data is None else tasks_pb2.Task.FromString(data).status in _ENDED
+
     async def task_ended(self, number: int) -> bool:
         """Whether task ``number`` is completed, failed or cancelled (False when there is no such task):
         from the write-through cache when it holds the task, else one read."""
-        data = self.cache.get_bytes(number)
-        if data is not None:
-            return tasks_pb2.Task.FromString(data).status in _ENDED
+        ended = self.task_ended_cached(number)
+        if ended is not None:
+            return ended
         found = await self.db.read(lambda c: self.store.status_of(c, number))
         return found is not None and found[0] in store.FINAL_STATUSES
 
