@@ -51,6 +51,8 @@ from lobwife_server.storage.interfaces import Conn
 from lobwife_server.system.service import SystemService
 from lobwife_server.tasks.directory import TaskDirectory
 from lobwife_server.tasks.service import TaskService
+from lobwife_server.vault.runner import SYNC_JOB, VaultRunner
+from lobwife_server.vault.sync import VaultError
 
 log = logging.getLogger("lobwife")
 
@@ -111,6 +113,7 @@ class LobwifeServer:
         self.tasks: TaskService | None = None
         self.broker: BrokerService | None = None
         self.scheduler: Scheduler | None = None
+        self.vault: VaultRunner | None = None
         self.auth: auth_settings.AuthRuntime | None = None
         self.grpc_port = 0
         self.http_port = 0
@@ -155,6 +158,11 @@ class LobwifeServer:
         # deregister the task, and a task that ends ends its registrations.
         self.tasks.broker = self.broker
         builtins[EXPIRE_JOB] = self.broker.expiry_job()
+        if cfg.vault.path is not None:
+            # A path that is not a git work tree stops the start here, saying why (VaultError).
+            self.vault = VaultRunner(self.db, cfg.vault)
+            await self.vault.check()
+            builtins[SYNC_JOB] = self.vault.job()
         # The URL jobs get is only known once the HTTP port is bound (it may be 0 in tests).
         self.scheduler = Scheduler(self.db, url=cfg.url, builtins=builtins, max_concurrent=cfg.max_concurrent_runs)
         scheduler = self.scheduler
@@ -175,7 +183,7 @@ class LobwifeServer:
                 "lobwife.v1.AuthService": self.auth.service,
                 "lobwife.v1.TaskService": self.tasks,
                 "lobwife.v1.JobService": JobService(
-                    scheduler, self.tasks.tokens, self.started, broker=self.broker.summary
+                    scheduler, self.tasks.tokens, self.started, broker=self.broker.summary, sync=self.vault
                 ),
                 "lobwife.v1.BrokerService": self.broker,
                 "lobwife.v1.AuditService": AuditService(self.db, self.tasks.tokens),
@@ -220,6 +228,8 @@ class LobwifeServer:
         scheduler.url = cfg.url.rsplit(":", 1)[0] + f":{self.http_port}"
         # After the ports listen: jobs (and catch-up runs) may call back over HTTP.
         await scheduler.start(file_jobs)
+        if self.vault is not None:
+            self.vault.start()  # the debounced sync after a task finishes, and TriggerSync
 
         tune_gc()
         await self._set_health(serving=True)
@@ -269,6 +279,8 @@ class LobwifeServer:
             gateway.set_draining(self.http_app)
         if self.tasks is not None:
             self.tasks.feed.close()  # end watch streams now; they would otherwise hold the whole grace
+        if self.vault is not None:
+            await self.vault.close()  # a cycle under way ends with the scheduler's grace below
         waits = []
         if self.scheduler is not None:
             # Stop firing; running jobs get the same grace as calls, then are ended and recorded.
@@ -309,6 +321,7 @@ async def serve(cfg: Config) -> int:
         KeyFileError,
         auth_policy.PolicyError,
         PriceTableError,
+        VaultError,
     ) as e:
         # One line that says why (a full disk, a port in use, a database newer than the code), no
         # traceback: these are the operator's to fix, not bugs.

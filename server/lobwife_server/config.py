@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from lobwife_server.auth import settings as auth_settings
 from lobwife_server.broker import settings as broker_settings
 from lobwife_server.broker.github import GitHubConfigError
 from lobwife_server.jobs.scheduler import DEFAULT_MAX_CONCURRENT_RUNS
+from lobwife_server.vault.runner import DEFAULT_INTERVAL as DEFAULT_VAULT_INTERVAL
+from lobwife_server.vault.runner import VaultSettings
 
 #: The example jobs shipped with the package: the quick start's default jobs file.
 EXAMPLE_JOBS = Path(__file__).resolve().parent / "jobs" / "examples" / "jobs.toml"
@@ -50,6 +53,8 @@ class Config:
     jobs_file: Path | None = EXAMPLE_JOBS
     #: Price entries added to the shipped table (costs/prices.toml); None: the shipped table alone.
     prices_file: Path | None = None
+    #: The vault sync (--vault, VAULT_PATH); off by default.
+    vault: VaultSettings = field(default_factory=VaultSettings)
     max_concurrent_runs: int = DEFAULT_MAX_CONCURRENT_RUNS
     http_limits: HttpLimits = field(default_factory=HttpLimits)
     #: --auth and its credentials (docs/auth.md).
@@ -72,6 +77,21 @@ class ConfigError(ValueError):
     """A bad flag or environment value; the message names it (a usage error, exit 2)."""
 
     pass
+
+
+def _vault(args: argparse.Namespace, env: Mapping[str, str]) -> VaultSettings:
+    path = args.vault if args.vault is not None else env.get("VAULT_PATH")
+    if not path or not path.strip():
+        return VaultSettings()
+    raw = args.vault_interval if args.vault_interval is not None else env.get("VAULT_SYNC_INTERVAL")
+    try:
+        interval = float(raw) if raw is not None else DEFAULT_VAULT_INTERVAL
+    except ValueError:
+        raise ConfigError(f"VAULT_SYNC_INTERVAL={raw!r}: expected seconds") from None
+    if not 10 <= interval <= 86400:
+        raise ConfigError(f"vault sync interval must be between 10 and 86400 seconds, got {interval:g}")
+    remote = args.vault_remote if args.vault_remote is not None else env.get("LOBWIFE_VAULT_REMOTE", "origin")
+    return VaultSettings(Path(path).expanduser(), interval, remote.strip() or None)
 
 
 def _env_int(name: str, default: int, lo: int, hi: int) -> int:
@@ -162,6 +182,19 @@ def build_parser() -> argparse.ArgumentParser:
         "example jobs shipped with lobwife; an empty value means none)",
     )
     p.add_argument(
+        "--vault",
+        help="a git clone of the Obsidian vault to keep the tasks in (env VAULT_PATH; default: no vault sync)",
+    )
+    p.add_argument(
+        "--vault-interval",
+        type=float,
+        help=f"seconds between vault syncs (env VAULT_SYNC_INTERVAL; default {DEFAULT_VAULT_INTERVAL:g})",
+    )
+    p.add_argument(
+        "--vault-remote",
+        help="the git remote the vault is pushed to (env LOBWIFE_VAULT_REMOTE; default origin; empty: commit only)",
+    )
+    p.add_argument(
         "--prices",
         help="a price file (TOML, the shape of the shipped costs/prices.toml) whose entries are added to the"
         " shipped table (env LOBWIFE_PRICES)",
@@ -214,6 +247,7 @@ def from_args(args: argparse.Namespace) -> Config:
         raise ConfigError(f"LOBWIFE_LOG_FORMAT={log_format!r}: expected json or text")
     jobs = args.jobs if args.jobs is not None else env.get("LOBWIFE_JOBS_FILE")
     jobs_file = EXAMPLE_JOBS if jobs is None else (Path(jobs).expanduser() if jobs.strip() else None)
+    vault = _vault(args, env)
     prices = args.prices if args.prices is not None else env.get("LOBWIFE_PRICES")
     prices_file = Path(prices).expanduser() if prices and prices.strip() else None
     max_runs = (
@@ -238,6 +272,7 @@ def from_args(args: argparse.Namespace) -> Config:
         http_limits=_http_limits(args, max_runs),
         jobs_file=jobs_file,
         prices_file=prices_file,
+        vault=vault,
         max_concurrent_runs=max_runs,
         state_dir=(state_dir or default_state_dir()).expanduser(),
         host=args.host or env.get("LOBWIFE_HOST") or "127.0.0.1",

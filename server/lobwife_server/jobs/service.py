@@ -94,6 +94,20 @@ class JobControl(Protocol):
     async def delete_job(self, name: str) -> None: ...
 
 
+class SyncControl(Protocol):
+    """What GetSyncStatus and TriggerSync ask of the vault sync (vault/runner.py implements it)."""
+
+    @property
+    def running(self) -> bool: ...
+
+    #: Epoch seconds of the last cycle that succeeded; None before one.
+    last_sync: float | None
+
+    def request(self) -> None:
+        """A cycle as soon as possible."""
+        ...
+
+
 class JobService:
     """JobService RPCs over the scheduler: definitions, triggers, pause and resume, run history, live runs,
     legacy summaries."""
@@ -104,8 +118,11 @@ class JobService:
         tokens: PageTokens,
         started: float,
         broker: Callable[[], Awaitable[broker_pb2.BrokerSummary]] | None = None,
+        sync: SyncControl | None = None,
     ) -> None:
         self.s = scheduler
+        #: The vault sync; None: not configured (GetSyncStatus says disabled, TriggerSync is 503).
+        self.sync = sync
         self.tokens = tokens
         self.started = started
         #: The legacy broker summary of GetStatus (SystemService.broker_summary); None: zeros.
@@ -282,10 +299,19 @@ class JobService:
     async def GetSyncStatus(
         self, req: jobs_pb2.GetSyncStatusRequest, ctx: CallContext
     ) -> jobs_pb2.GetSyncStatusResponse:
-        return jobs_pb2.GetSyncStatusResponse(enabled=False)
+        sync = self.sync
+        if sync is None:
+            return jobs_pb2.GetSyncStatusResponse(enabled=False)
+        resp = jobs_pb2.GetSyncStatusResponse(enabled=True, running=sync.running)
+        if sync.last_sync is not None:
+            resp.last_sync.FromNanoseconds(int(sync.last_sync * 1e9))
+        return resp
 
     async def TriggerSync(self, req: jobs_pb2.TriggerSyncRequest, ctx: CallContext) -> jobs_pb2.TriggerSyncResponse:
-        raise unavailable("vault sync is not enabled")
+        if self.sync is None:
+            raise unavailable("vault sync is not enabled (set VAULT_PATH or --vault to a git clone of the vault)")
+        self.sync.request()
+        return jobs_pb2.TriggerSyncResponse(status="sync requested")
 
 
 def _effective(m: jobs_pb2.Job, d: job_defs.JobDef) -> None:
