@@ -355,3 +355,33 @@ def test_the_cli_and_client(srv: ServerProcess) -> None:
     assert listed.returncode == 0 and "claude-haiku-4-5" in listed.stdout
     bad = cli("costs", "record", "m", "--input", "-3")
     assert bad.returncode == 2 and "--input" in bad.stderr
+
+
+def test_concurrent_records_batched_together_are_each_right(srv: ServerProcess) -> None:
+    # Calls that meet in one writer batch run as one multi-row insert; one with a request_id or a
+    # missing task sends the batch call by call. Either way each call gets its own answer.
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i: int) -> tuple[int, str]:
+        with grpc.insecure_channel(srv.grpc_addr) as ch:
+            stub = costs_pb2_grpc.CostServiceStub(ch)
+            task = "T9999" if i % 17 == 0 else f"T{1 + i % 2}"
+            req = C.RecordCostRequest(model="claude-haiku-4-5", provider="batch", task_id=task, input_tokens=i + 1)
+            if i % 13 == 0:
+                req.request_id = f"batch-{i}"
+            try:
+                c = stub.RecordCost(req, timeout=20).cost
+            except grpc.RpcError as e:
+                return i, e.code().name  # type: ignore[attr-defined]
+            assert c.input_tokens == i + 1 and c.task_id == 1 + i % 2 and c.task_type in ("swe", "qa")
+            return i, "OK"
+
+    with ThreadPoolExecutor(32) as pool:
+        outcomes = dict(pool.map(one, range(200)))
+    assert all(outcomes[i] == ("INVALID_ARGUMENT" if i % 17 == 0 else "OK") for i in range(200)), outcomes
+    with grpc.insecure_channel(srv.grpc_addr) as ch:
+        stub = costs_pb2_grpc.CostServiceStub(ch)
+        rows = list(stub.ListCosts(C.ListCostsRequest(provider="batch", page_size=1000), timeout=10).costs)
+    stored = sorted(c.input_tokens - 1 for c in rows)
+    assert stored == [i for i in range(200) if i % 17], "each call stored once, none lost"
+    assert len({c.id for c in rows}) == len(rows)

@@ -93,14 +93,29 @@ def test_the_server_keeps_the_vault(tmp_path: Path, repos: tuple[Path, Path, Pat
         assert "lobwife" in authors.split()
     finally:
         assert srv.terminate() == 0
-    # The cursor is durable: a restart with no change writes nothing new.
+    # The CLI: a sync now, waited for; the cursor is durable, so a restart with no change writes nothing.
     before = git(remote, "rev-list", "--count", "main")
     srv = start_server(state, env={"VAULT_PATH": str(vault), "VAULT_SYNC_INTERVAL": "3600"})
     try:
-        assert curl("POST", srv.http_url + "/api/v1/sync/trigger").status == 200
-        wait_for(lambda: curl("GET", srv.http_url + "/api/v1/sync").json.get("running") is False)
-        time.sleep(1.0)
+        synced = subprocess.run(
+            [sys.executable, "-m", "lobwife", "vault", "sync", "--wait", "30"],
+            env=subprocess_env(LOBWIFE_ADDR=srv.grpc_addr, LOBWIFE_TOKEN=""),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert synced.returncode == 0 and synced.stdout.startswith("synced at "), synced.stderr
         assert git(remote, "rev-list", "--count", "main") == before
+        shown = subprocess.run(
+            [sys.executable, "-m", "lobwife", "vault", "status", "--json"],
+            env=subprocess_env(LOBWIFE_ADDR=srv.grpc_addr, LOBWIFE_TOKEN=""),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert shown.returncode == 0 and '"enabled": true' in shown.stdout
     finally:
         srv.terminate()
 

@@ -36,7 +36,7 @@ from lobwife_server.core.validation import (
 from lobwife_server.costs.prices import PriceTable
 from lobwife_server.storage import cost_store
 from lobwife_server.storage.cost_store import CostFilter, CostRow, NewCost, Sums
-from lobwife_server.storage.database import WriteContext
+from lobwife_server.storage.database import BatchKind, WriteContext
 from lobwife_server.storage.interfaces import Conn, CostStore, Storage
 
 #: One call's tokens of one kind at most: far above any model's context, far below int64 sums.
@@ -118,6 +118,8 @@ class CostService:
         self.tokens = page_tokens
         self.prices = prices
         self.store = store
+        # RecordCosts' calls in one writer batch run as one multi-row insert (CreateTask's way).
+        self._record_kind: BatchKind[tuple[NewCost, int], CostRow] = BatchKind(self._record_one, self._record_many)
 
     # -- validation -----------------------------------------------------------------------------
 
@@ -202,10 +204,31 @@ class CostService:
     # -- RPCs -----------------------------------------------------------------------------------
 
     async def RecordCost(self, req: costs_pb2.RecordCostRequest, ctx: CallContext) -> costs_pb2.RecordCostResponse:
-        new = self._new(req)
-        now = now_us()
-        row = await self.db.write(lambda c, w: self._store(c, w, new, "", now))
+        row = await self.db.write_as(self._record_kind, (self._new(req), now_us()))
         return costs_pb2.RecordCostResponse(cost=_to_proto(row))
+
+    def _record_one(self, conn: Conn, w: WriteContext, arg: tuple[NewCost, int]) -> CostRow:
+        return self._store(conn, w, arg[0], "", arg[1])
+
+    def _record_many(self, conn: Conn, items: list[tuple[WriteContext, tuple[NewCost, int]]]) -> list[CostRow]:
+        """A batch of RecordCost calls: one look at their tasks and one multi-row insert, with the same
+        effect as each on its own. Anything unusual (a request_id, a task that does not exist) raises,
+        and the batch runs again call by call (BatchKind), where that call gets its error."""
+        if any(new.request_id is not None for _, (new, _) in items):
+            raise _OneByOne()
+        numbers = sorted({new.task_number for _, (new, _) in items if new.task_number is not None})
+        types = self.store.task_types(conn, numbers)
+        if len(types) != len(numbers):
+            raise _OneByOne()
+        rows = self.store.insert_costs(
+            conn,
+            [(new, types.get(new.task_number, "") if new.task_number else "") for _, (new, _) in items],
+            items[0][1][1],
+        )
+        for (w, _), row in zip(items, rows, strict=True):
+            if row.computed_cost_usd is None:
+                w.after_commit(metrics.COSTS_UNPRICED.inc)
+        return rows
 
     async def RecordCosts(self, req: costs_pb2.RecordCostsRequest, ctx: CallContext) -> costs_pb2.RecordCostsResponse:
         if len(req.items) > MAX_BATCH:
@@ -344,6 +367,10 @@ class CostService:
         for c in changes:
             # False: the row changed since it was read (another reprice got there first); left as it is.
             self.store.set_computed(conn, c.row, c.cost, c.price_id, c.note, actor, now)
+
+
+class _OneByOne(Exception):
+    """A batch of RecordCost calls that is not for the fast path: BatchKind runs it call by call."""
 
 
 @dataclass(frozen=True, slots=True)

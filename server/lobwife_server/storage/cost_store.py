@@ -26,6 +26,7 @@ from typing import Any
 
 # One nested-transaction helper for every store (CostStore.savepoint).
 from lobwife_server.storage.job_store import savepoint as savepoint
+from lobwife_server.storage.task_store import insert_rows
 
 HOUR_US = 3_600_000_000
 DAY_US = 24 * HOUR_US
@@ -164,6 +165,85 @@ def insert_cost(conn: sqlite3.Connection, new: NewCost, now: int) -> CostRow | N
     )
     r = cur.fetchone()
     return _row(r) if r is not None else None
+
+
+_INSERT_COLUMNS = (
+    "request_id",
+    "request_fp",
+    "task_number",
+    "task_type",
+    "provider",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "caller_cost_usd",
+    "computed_cost_usd",
+    "price_id",
+    "cost_note",
+    "occurred_at",
+    "recorded_at",
+)
+
+
+def task_types(conn: sqlite3.Connection, numbers: Sequence[int]) -> dict[int, str]:
+    """The type ('' for none) of each of these tasks that exists."""
+    if not numbers:
+        return {}
+    marks = ",".join("?" * len(numbers))
+    rows = conn.execute(f"SELECT id, COALESCE(type, '') FROM tasks WHERE id IN ({marks})", list(numbers))
+    return {int(r[0]): str(r[1]) for r in rows}
+
+
+def insert_costs(conn: sqlite3.Connection, items: Sequence[tuple[NewCost, str]], now: int) -> list[CostRow]:
+    """Events (each with its task's type) in one multi-row statement, in order; the rollups follow in it
+    (the trigger). The caller has checked that their tasks exist."""
+    rows = [
+        (
+            n.request_id,
+            n.request_fp,
+            n.task_number,
+            task_type,
+            n.provider,
+            n.model,
+            n.input_tokens,
+            n.output_tokens,
+            n.cache_read_tokens,
+            n.cache_write_tokens,
+            n.reasoning_tokens,
+            n.caller_cost_usd,
+            n.computed_cost_usd,
+            n.price_id,
+            n.cost_note,
+            n.occurred_at,
+            now,
+        )
+        for n, task_type in items
+    ]
+    first = insert_rows(conn, "cost_events", _INSERT_COLUMNS, rows)
+    return [
+        CostRow(
+            id=first + i,
+            request_id=n.request_id,
+            task_number=n.task_number,
+            task_type=task_type,
+            provider=n.provider,
+            model=n.model,
+            input_tokens=n.input_tokens,
+            output_tokens=n.output_tokens,
+            cache_read_tokens=n.cache_read_tokens,
+            cache_write_tokens=n.cache_write_tokens,
+            reasoning_tokens=n.reasoning_tokens,
+            caller_cost_usd=n.caller_cost_usd,
+            computed_cost_usd=n.computed_cost_usd,
+            price_id=n.price_id,
+            cost_note=n.cost_note,
+            occurred_at=n.occurred_at,
+        )
+        for i, (n, task_type) in enumerate(items)
+    ]
 
 
 def _where(flt: CostFilter) -> tuple[str, list[Any]]:

@@ -29,7 +29,7 @@ usage errors, 3 when no lobwife server answers at the address.
 ``--token`` (or ``$LOBWIFE_TOKEN``, which keeps it out of the process list) is sent with every
 call and printed nowhere; ``--token-file`` (``$LOBWIFE_TOKEN_FILE``) reads it from a file, such as
 a pod's projected service-account token. One module per command group (``serve``, ``tasks``, ``jobs``,
-``broker``, ``costs``, ``audits``, ``auth``, ``system``), each with a
+``broker``, ``costs``, ``audits``, ``vault``, ``auth``, ``system``), each with a
 ``register(commands, common)`` that adds its parser and subcommands; ``_args``, ``_output``
 and ``_connect`` are what they share.
 """
@@ -42,7 +42,7 @@ import sys
 from collections.abc import Sequence
 
 from lobwife import __version__
-from lobwife.cli import audits, auth, broker, costs, jobs, serve, system, tasks
+from lobwife.cli import audits, auth, broker, costs, jobs, serve, system, tasks, vault
 from lobwife.cli._args import (
     global_options,
     non_negative_float,
@@ -202,7 +202,7 @@ __all__ = [
 ]
 
 #: The command groups, in the order ``lobwife --help`` lists them.
-GROUPS = (serve, tasks, jobs, broker, costs, audits, auth, system)
+GROUPS = (serve, tasks, jobs, broker, costs, audits, vault, auth, system)
 
 
 def build_parser() -> argparse.ArgumentParser:
