@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-from collections.abc import Iterable, Mapping, Sequence
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO, TypeAlias
 
@@ -197,3 +198,27 @@ def format_duration(d: duration_pb2.Duration) -> str:
 
 def _json(ns: argparse.Namespace) -> bool:
     return bool(getattr(ns, "json", False))
+
+
+def print_page(
+    ns: argparse.Namespace,
+    key: str,
+    items: Sequence[message.Message],
+    next_token: str,
+    headers: Sequence[str],
+    row: Callable[[Any], Sequence[str]],
+    empty: str | None = None,
+) -> int:
+    """One page of a list command: ``{key: [...], "next_page_token": ...}`` with --json, else a table
+    (``no <key>`` on stderr when empty) and, when there is more, how to get it. Returns 0."""
+    out = sys.stdout
+    if _json(ns):
+        _print_json({key: [message_to_dict(m) for m in items], "next_page_token": next_token}, out)
+        return 0
+    if items:
+        out.write(format_table(headers, [row(m) for m in items]))
+    else:
+        print(empty or f"no {key.replace('_', ' ')}", file=sys.stderr)
+    if next_token:
+        print(f"more: --page-token {next_token} (or --all)", file=sys.stderr)
+    return 0

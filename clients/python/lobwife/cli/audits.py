@@ -19,6 +19,7 @@ from lobwife.cli._output import (
     format_table,
     format_timestamp,
     message_to_dict,
+    print_page,
 )
 from lobwife.client import Client
 from lobwife.v1 import audits_pb2
@@ -125,17 +126,7 @@ def cmd_list(ns: argparse.Namespace, client: Client) -> int:
     else:
         page = client.list_findings(page_size=ns.limit, page_token=ns.page_token, **filters)
         found, next_token = list(page.findings), page.next_page_token
-    out = sys.stdout
-    if _json(ns):
-        _print_json({"findings": [message_to_dict(f) for f in found], "next_page_token": next_token}, out)
-        return 0
-    if found:
-        out.write(format_table(HEADERS, [finding_row(f) for f in found]))
-    else:
-        print("no findings", file=sys.stderr)
-    if next_token:
-        print(f"more: --page-token {next_token} (or --all)", file=sys.stderr)
-    return 0
+    return print_page(ns, "findings", found, next_token, HEADERS, finding_row)
 
 
 def cmd_get(ns: argparse.Namespace, client: Client) -> int:

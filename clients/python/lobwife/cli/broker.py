@@ -22,6 +22,7 @@ from lobwife.cli._output import (
     format_table,
     format_timestamp,
     message_to_dict,
+    print_page,
 )
 from lobwife.client import Client, LobwifeError
 from lobwife.v1 import broker_pb2
@@ -169,17 +170,7 @@ def cmd_audit(ns: argparse.Namespace, client: Client) -> int:
     else:
         page = client.list_token_audit(task_ref=ns.ref, page_size=ns.limit, page_token=ns.page_token)
         entries, next_token = list(page.entries), page.next_page_token
-    out = sys.stdout
-    if _json(ns):
-        _print_json({"entries": [message_to_dict(e) for e in entries], "next_page_token": next_token}, out)
-        return 0
-    if entries:
-        out.write(format_table(AUDIT_HEADERS, [audit_row(e) for e in entries]))
-    else:
-        print("no audit entries", file=sys.stderr)
-    if next_token:
-        print(f"more: --page-token {next_token} (or --all)", file=sys.stderr)
-    return 0
+    return print_page(ns, "entries", entries, next_token, AUDIT_HEADERS, audit_row, "no audit entries")
 
 
 def cmd_expire(ns: argparse.Namespace, client: Client) -> int:

@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from lobwife.cli._args import Subcommands, leaf, non_negative_float, non_negative_int, page_size_option, time_arg
-from lobwife.cli._output import _json, _print_json, format_table, format_timestamp, message_to_dict
+from lobwife.cli._output import _json, _print_json, format_table, format_timestamp, message_to_dict, print_page
 from lobwife.client import Client
 from lobwife.v1 import costs_pb2
 
@@ -125,17 +125,7 @@ def cmd_list(ns: argparse.Namespace, client: Client) -> int:
     else:
         page = client.list_costs(page_size=ns.limit, page_token=ns.page_token, **filters)
         found, next_token = list(page.costs), page.next_page_token
-    out = sys.stdout
-    if _json(ns):
-        _print_json({"costs": [message_to_dict(c) for c in found], "next_page_token": next_token}, out)
-        return 0
-    if found:
-        out.write(format_table(HEADERS, [cost_row(c) for c in found]))
-    else:
-        print("no costs", file=sys.stderr)
-    if next_token:
-        print(f"more: --page-token {next_token} (or --all)", file=sys.stderr)
-    return 0
+    return print_page(ns, "costs", found, next_token, HEADERS, cost_row)
 
 
 def cmd_summary(ns: argparse.Namespace, client: Client) -> int:

@@ -26,6 +26,7 @@ from lobwife.cli._output import (
     format_table,
     format_timestamp,
     message_to_dict,
+    print_page,
 )
 from lobwife.client import Client, Reconnect, TaskUpdate, status_name
 from lobwife.v1 import tasks_pb2
@@ -246,17 +247,7 @@ def cmd_list(ns: argparse.Namespace, client: Client) -> int:
     else:
         page = client.list_tasks(page_token=ns.page_token, **filters)
         tasks, next_token = list(page.tasks), page.next_page_token
-    out = sys.stdout
-    if _json(ns):
-        _print_json({"tasks": [message_to_dict(t) for t in tasks], "next_page_token": next_token}, out)
-        return 0
-    if tasks:
-        out.write(format_table(TASK_HEADERS, [task_row(t) for t in tasks]))
-    else:
-        print("no tasks", file=sys.stderr)
-    if next_token:
-        print(f"more: --page-token {next_token} (or --all)", file=sys.stderr)
-    return 0
+    return print_page(ns, "tasks", tasks, next_token, TASK_HEADERS, task_row)
 
 
 def cmd_update(ns: argparse.Namespace, client: Client) -> int:
