@@ -224,7 +224,8 @@ class AuditService:
         self, req: audits_pb2.ListFindingsRequest, ctx: CallContext
     ) -> audits_pb2.ListFindingsResponse:
         task_ref = check_text("task_id", req.task_id, MAX_SHORT)
-        subject, subject_task = self._subject(req.subject, "subject")
+        # A subject `T42` is matched as stored (normalised); `task_id` is the task filter.
+        subject, _ = self._subject(req.subject, "subject")
         flt = FindingFilter(
             status=_status_word(req.status, "status") if req.status else None,
             min_severity=_severity(req.min_severity, "min_severity") if req.min_severity else None,
@@ -233,7 +234,6 @@ class AuditService:
             subject=subject or None,
             seen_since=timestamp_us("since", req.since) if req.HasField("since") else None,
         )
-        del subject_task  # a subject `T42` is matched as written; `task_id` is the task filter
         size = request_page_size(req)
         filters = [flt.status, flt.min_severity, flt.task_number, flt.category, flt.subject, flt.seen_since]
         before = self.tokens.parse(req.page_token, "findings", filters)
