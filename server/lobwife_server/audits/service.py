@@ -241,8 +241,7 @@ class AuditService:
         resp = audits_pb2.ListFindingsResponse()
         for row in rows[:size]:
             _to_proto(row, resp.findings.add())
-        if len(rows) > size:
-            resp.next_page_token = self.tokens.make("findings", filters, rows[size - 1].id)
+        resp.next_page_token = self.tokens.after("findings", filters, rows, size)
         return resp
 
     async def UpdateFinding(

@@ -656,8 +656,7 @@ class BrokerService:
             )
             if row.at is not None:
                 set_ts(e.timestamp, row.at)
-        if len(rows) > size:
-            resp.next_page_token = self.tokens.make("token_audit", filters, rows[size - 1].id)
+        resp.next_page_token = self.tokens.after("token_audit", filters, rows, size)
         return resp
 
     # -- the summary ----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any
 
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
@@ -222,6 +223,11 @@ class PageTokens:
                     self._digests.clear()
                 self._digests[key] = digest
         return digest
+
+    def after(self, kind: str, filters: Sequence[object], rows: Sequence[Any], size: int) -> str:
+        """A list's ``next_page_token``: rows were read with a limit of ``size + 1`` (each with an ``id``);
+        "" when that extra row did not come, else a token after the page's last row."""
+        return self.make(kind, filters, rows[size - 1].id) if len(rows) > size else ""
 
     def make(self, kind: str, filters: Sequence[object], last_id: int) -> str:
         # The same bytes json.dumps({"k": kind, "f": digest, "p": last_id}) spells

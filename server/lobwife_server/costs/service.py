@@ -298,8 +298,7 @@ class CostService:
         resp = costs_pb2.ListCostsResponse()
         for row in rows[:size]:
             _to_proto(row, resp.costs.add())
-        if len(rows) > size:
-            resp.next_page_token = self.tokens.make("costs", filters, rows[size - 1].id)
+        resp.next_page_token = self.tokens.after("costs", filters, rows, size)
         return resp
 
     async def SummarizeCosts(

@@ -253,8 +253,7 @@ class JobService:
         if not runs and self.s.view(req.name) is None and before is None:
             raise not_found(f"Unknown job: {req.name[:100]}")
         resp = jobs_pb2.ListJobRunsResponse(runs=[run_message(r) for r in runs[:size]])
-        if len(runs) > size:
-            resp.next_page_token = self.tokens.make("runs", [req.name], runs[size - 1].id)
+        resp.next_page_token = self.tokens.after("runs", [req.name], runs, size)
         return resp
 
     async def GetJobRun(self, req: jobs_pb2.GetJobRunRequest, ctx: CallContext) -> jobs_pb2.GetJobRunResponse:

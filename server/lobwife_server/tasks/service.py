@@ -598,8 +598,7 @@ class TaskService:
         if events is None:
             raise task_not_found(number)
         resp = tasks_pb2.ListTaskEventsResponse(events=events[:size])
-        if len(events) > size:
-            resp.next_page_token = self.tokens.make("events", [number], events[size - 1].id)
+        resp.next_page_token = self.tokens.after("events", [number], events, size)
         return resp
 
     async def RegisterTaskRepos(

@@ -222,3 +222,17 @@ def print_page(
     if next_token:
         print(f"more: --page-token {next_token} (or --all)", file=sys.stderr)
     return 0
+
+
+def fetch_page(
+    ns: argparse.Namespace,
+    every: Callable[..., Iterable[Any]],
+    one: Callable[..., Any],
+    items: Callable[[Any], Iterable[Any]],
+) -> tuple[list[Any], str]:
+    """What a list command shows: every page with ``--all``, else the page ``--page-token`` names
+    (``--limit`` its size either way); and the next page's token ("" when none)."""
+    if ns.all:
+        return list(every(page_size=ns.limit)), ""
+    page = one(page_size=ns.limit, page_token=ns.page_token)
+    return list(items(page)), page.next_page_token

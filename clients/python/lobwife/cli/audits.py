@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 
 from lobwife import enums
 from lobwife.cli._args import Subcommands, leaf, page_size_option, time_arg
@@ -15,6 +16,7 @@ from lobwife.cli._output import (
     _json,
     _print_json,
     _truncate,
+    fetch_page,
     format_fields,
     format_table,
     format_timestamp,
@@ -120,12 +122,9 @@ def cmd_list(ns: argparse.Namespace, client: Client) -> int:
         "task_ref": ns.task_ref,
         "since": ns.since,
     }
-    next_token = ""
-    if ns.all:
-        found = list(client.iter_findings(page_size=ns.limit, **filters))
-    else:
-        page = client.list_findings(page_size=ns.limit, page_token=ns.page_token, **filters)
-        found, next_token = list(page.findings), page.next_page_token
+    found, next_token = fetch_page(
+        ns, partial(client.iter_findings, **filters), partial(client.list_findings, **filters), lambda p: p.findings
+    )
     return print_page(ns, "findings", found, next_token, HEADERS, finding_row)
 
 

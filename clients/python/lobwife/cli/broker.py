@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from functools import partial
 
 import grpc
 
@@ -18,6 +19,7 @@ from lobwife.cli._output import (
     _json,
     _print_json,
     _truncate,
+    fetch_page,
     format_fields,
     format_table,
     format_timestamp,
@@ -164,12 +166,12 @@ def _print_token(
 
 
 def cmd_audit(ns: argparse.Namespace, client: Client) -> int:
-    next_token = ""
-    if ns.all:
-        entries = list(client.iter_token_audit(task_ref=ns.ref, page_size=ns.limit))
-    else:
-        page = client.list_token_audit(task_ref=ns.ref, page_size=ns.limit, page_token=ns.page_token)
-        entries, next_token = list(page.entries), page.next_page_token
+    entries, next_token = fetch_page(
+        ns,
+        partial(client.iter_token_audit, task_ref=ns.ref),
+        partial(client.list_token_audit, task_ref=ns.ref),
+        lambda p: p.entries,
+    )
     return print_page(ns, "entries", entries, next_token, AUDIT_HEADERS, audit_row, "no audit entries")
 
 

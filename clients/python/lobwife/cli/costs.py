@@ -8,9 +8,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 
 from lobwife.cli._args import Subcommands, leaf, non_negative_float, non_negative_int, page_size_option, time_arg
-from lobwife.cli._output import _json, _print_json, format_table, format_timestamp, message_to_dict, print_page
+from lobwife.cli._output import (
+    _json,
+    _print_json,
+    fetch_page,
+    format_table,
+    format_timestamp,
+    message_to_dict,
+    print_page,
+)
 from lobwife.client import Client
 from lobwife.v1 import costs_pb2
 
@@ -119,12 +128,9 @@ def cmd_list(ns: argparse.Namespace, client: Client) -> int:
         "start": ns.since,
         "end": ns.until,
     }
-    next_token = ""
-    if ns.all:
-        found = list(client.iter_costs(page_size=ns.limit, **filters))
-    else:
-        page = client.list_costs(page_size=ns.limit, page_token=ns.page_token, **filters)
-        found, next_token = list(page.costs), page.next_page_token
+    found, next_token = fetch_page(
+        ns, partial(client.iter_costs, **filters), partial(client.list_costs, **filters), lambda p: p.costs
+    )
     return print_page(ns, "costs", found, next_token, HEADERS, cost_row)
 
 
