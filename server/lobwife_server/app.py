@@ -178,6 +178,11 @@ class LobwifeServer:
             scheduler.run_token = _run_token_minter(self.auth.tokens)
         auth_tokens = self.auth.tokens
         self.broker.mint_task_token = lambda number, ttl: auth_tokens.mint(Role.TASK, number, ttl=min(ttl, MAX_TTL))
+        costs = CostService(self.db, self.tasks.tokens, prices, budgets=cfg.budgets)
+        # Each is the other's link: a crossed budget logs its event on the task, and an update that
+        # changes a task's budget or type asks for the budget check.
+        costs.tasks = self.tasks
+        self.tasks.costs = costs
         dispatcher = Dispatcher(
             {
                 "lobwife.v1.AuthService": self.auth.service,
@@ -187,7 +192,7 @@ class LobwifeServer:
                 ),
                 "lobwife.v1.BrokerService": self.broker,
                 "lobwife.v1.AuditService": AuditService(self.db, self.tasks.tokens),
-                "lobwife.v1.CostService": CostService(self.db, self.tasks.tokens, prices),
+                "lobwife.v1.CostService": costs,
                 "lobwife.v1.SystemService": system,
             },
             authorizer=self.auth.authorizer,

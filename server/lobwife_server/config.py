@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 from lobwife_server.api.limits import (
     DEFAULT_HTTP_BODY_TIMEOUT,
@@ -21,6 +22,7 @@ from lobwife_server.api.limits import (
 from lobwife_server.auth import settings as auth_settings
 from lobwife_server.broker import settings as broker_settings
 from lobwife_server.broker.github import GitHubConfigError
+from lobwife_server.costs.budgets import BudgetSettings, BudgetSettingsError, parse_fleet_budget, parse_type_budgets
 from lobwife_server.jobs.scheduler import DEFAULT_MAX_CONCURRENT_RUNS
 from lobwife_server.vault.runner import DEFAULT_INTERVAL as DEFAULT_VAULT_INTERVAL
 from lobwife_server.vault.runner import VaultSettings
@@ -53,6 +55,8 @@ class Config:
     jobs_file: Path | None = EXAMPLE_JOBS
     #: Price entries added to the shipped table (costs/prices.toml); None: the shipped table alone.
     prices_file: Path | None = None
+    #: Default budgets per task type and the fleet's daily budget (costs/budgets.py); none by default.
+    budgets: BudgetSettings = field(default_factory=BudgetSettings)
     #: The vault sync (--vault, VAULT_PATH); off by default.
     vault: VaultSettings = field(default_factory=VaultSettings)
     max_concurrent_runs: int = DEFAULT_MAX_CONCURRENT_RUNS
@@ -200,6 +204,18 @@ def build_parser() -> argparse.ArgumentParser:
         " shipped table (env LOBWIFE_PRICES)",
     )
     p.add_argument(
+        "--task-budget",
+        action="append",
+        metavar="TYPE=USD",
+        help="the budget of a task of this type that has none of its own, in US dollars; repeat or comma-separate"
+        " (swe=5,qa=2.5) (env LOBWIFE_TASK_BUDGETS)",
+    )
+    p.add_argument(
+        "--fleet-daily-budget",
+        metavar="USD",
+        help="what the whole fleet may spend per UTC day, in US dollars (env LOBWIFE_FLEET_DAILY_BUDGET)",
+    )
+    p.add_argument(
         "--max-concurrent-runs",
         type=int,
         help=f"bound on job runs at once (env LOBWIFE_MAX_CONCURRENT_RUNS; default {DEFAULT_MAX_CONCURRENT_RUNS})",
@@ -233,6 +249,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _budgets(args: argparse.Namespace, env: Mapping[str, str]) -> BudgetSettings:
+    try:
+        if args.task_budget is not None:
+            per_type = parse_type_budgets(args.task_budget, "--task-budget")
+        else:
+            per_type = parse_type_budgets([env.get("LOBWIFE_TASK_BUDGETS") or ""], "LOBWIFE_TASK_BUDGETS")
+        if args.fleet_daily_budget is not None:
+            fleet = parse_fleet_budget(args.fleet_daily_budget, "--fleet-daily-budget")
+        else:
+            fleet = parse_fleet_budget(env.get("LOBWIFE_FLEET_DAILY_BUDGET"), "LOBWIFE_FLEET_DAILY_BUDGET")
+    except BudgetSettingsError as e:
+        raise ConfigError(str(e)) from None
+    return BudgetSettings(MappingProxyType(per_type), fleet)
+
+
 def from_args(args: argparse.Namespace) -> Config:
     env = os.environ
     state_dir = args.state_dir or (Path(env["LOBWIFE_STATE_DIR"]) if env.get("LOBWIFE_STATE_DIR") else None)
@@ -250,6 +281,7 @@ def from_args(args: argparse.Namespace) -> Config:
     vault = _vault(args, env)
     prices = args.prices if args.prices is not None else env.get("LOBWIFE_PRICES")
     prices_file = Path(prices).expanduser() if prices and prices.strip() else None
+    budgets = _budgets(args, env)
     max_runs = (
         args.max_concurrent_runs
         if args.max_concurrent_runs is not None
@@ -272,6 +304,7 @@ def from_args(args: argparse.Namespace) -> Config:
         http_limits=_http_limits(args, max_runs),
         jobs_file=jobs_file,
         prices_file=prices_file,
+        budgets=budgets,
         vault=vault,
         max_concurrent_runs=max_runs,
         state_dir=(state_dir or default_state_dir()).expanduser(),

@@ -57,6 +57,14 @@ COSTS_UNPRICED = Counter(
     "Cost events recorded with no computed cost: the price table has no price for the model at that time.",
     registry=REGISTRY,
 )
+# A budget crossed (costs/budgets.py): `task` (a task's own or its type's default) or `fleet` (the
+# daily budget). Two label values only.
+COSTS_BUDGET_EXCEEDED = Counter(
+    "lobwife_costs_budget_exceeded",
+    "Budgets crossed by recorded costs (each crossing once: a task's budget, or the fleet's daily one).",
+    ["scope"],
+    registry=REGISTRY,
+)
 
 
 # Per-RPC counts and latencies are kept in plain dicts and lists and turned into

@@ -27,6 +27,8 @@ MAX_DETAIL = 64 * 1024
 MAX_REPOS = 100
 MAX_REQUEST_ID = 128
 MAX_ESTIMATE_MINUTES = 10_000_000
+#: A sum of US dollars a client sends (one call's cost, a task's budget) at most.
+MAX_USD = 1_000_000.0
 INT64_MAX = 2**63 - 1
 
 #: google.protobuf.Timestamp's valid range, 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59.999999999Z.
@@ -47,6 +49,13 @@ def parse_task_number(value: str, field: str = "task_id") -> int:
     if number < 1 or number > INT64_MAX:
         raise invalid_argument(field, f"task number out of range: {value[:40]!r}")
     return number
+
+
+def check_usd(field: str, value: float) -> float:
+    """A sum of US dollars: finite, 0 to MAX_USD (NaN and infinities fail the range test)."""
+    if not 0 <= value <= MAX_USD:
+        raise invalid_argument(field, f"must be a number of US dollars, 0 to {MAX_USD:,.0f}")
+    return float(value)
 
 
 def check_timestamp(field: str, seconds: int, nanos: int, shown: str | None = None) -> None:

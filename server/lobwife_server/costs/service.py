@@ -5,16 +5,21 @@ table's (prices.py) for the model at the time of the call; the row keeps the raw
 figures and the price entry's id, so ``RepriceCosts`` can compute again after a price fix (only
 rows without a caller's figure: the provider's bill is not second-guessed). An unknown model is
 stored with no computed cost and a note, and counted in ``lobwife_costs_unpriced_total``.
+
+Budgets (budgets.py) are checked in the write that stores the records: a crossing logs
+``budget_exceeded`` on the task through :class:`TaskEvents` (the tasks domain implements it; app.py
+wires it), so WatchTasks carries it.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import math
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
 import grpc
 
@@ -29,20 +34,20 @@ from lobwife_server.core.validation import (
     MAX_SHORT,
     PageTokens,
     check_text,
+    check_usd,
     parse_task_number,
     request_page_size,
     timestamp_us,
 )
+from lobwife_server.costs.budgets import EPSILON_USD, BudgetSettings, crossed, money
 from lobwife_server.costs.prices import PriceTable
 from lobwife_server.storage import cost_store
-from lobwife_server.storage.cost_store import CostFilter, CostRow, NewCost, Sums
+from lobwife_server.storage.cost_store import DAY_US, CostFilter, CostRow, NewCost, Sums
 from lobwife_server.storage.database import BatchKind, WriteContext
 from lobwife_server.storage.interfaces import Conn, CostStore, Storage
 
 #: One call's tokens of one kind at most: far above any model's context, far below int64 sums.
 MAX_TOKENS = 10**12
-#: One call's cost at most (USD).
-MAX_COST_USD = 1_000_000.0
 #: Items of one RecordCosts call at most.
 MAX_BATCH = 500
 #: When a call may have happened: from 2000 (the rollups' arithmetic relies on positive times) to a day
@@ -51,6 +56,11 @@ EARLIEST_CALL_US = 946_684_800 * 1_000_000
 LATEST_AHEAD_US = 86_400 * 1_000_000
 #: Rows one RepriceCosts write handles (the call goes on, write after write, to the end of the range).
 REPRICE_CHUNK = 1000
+
+#: Who a budget_exceeded event says logged it.
+BUDGET_ACTOR = "lobwife"
+
+log = logging.getLogger("lobwife.costs")
 
 _GROUP = costs_pb2.CostGroupBy.DESCRIPTOR
 _TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
@@ -98,6 +108,17 @@ def _to_proto(row: CostRow, out: costs_pb2.CostEvent | None = None) -> costs_pb2
     return e
 
 
+class TaskEvents(Protocol):
+    """What CostService asks of the tasks domain (TaskService implements it)."""
+
+    def log_event_in(
+        self, conn: Conn, wctx: WriteContext, number: int, event_type: str, detail: str, actor: str | None
+    ) -> bool:
+        """Append an event to task ``number``'s trail inside the caller's write, published to WatchTasks
+        after the commit; False when there is no such task."""
+        ...
+
+
 def _summary_row(key: str, s: Sums, out: costs_pb2.CostSummaryRow) -> None:
     out.key = key
     out.calls = s.calls
@@ -113,11 +134,22 @@ def _summary_row(key: str, s: Sums, out: costs_pb2.CostSummaryRow) -> None:
 class CostService:
     """CostService RPCs over the cost store and the price table."""
 
-    def __init__(self, db: Storage, page_tokens: PageTokens, prices: PriceTable, store: CostStore = cost_store) -> None:
+    def __init__(
+        self,
+        db: Storage,
+        page_tokens: PageTokens,
+        prices: PriceTable,
+        store: CostStore = cost_store,
+        budgets: BudgetSettings | None = None,
+    ) -> None:
         self.db = db
         self.tokens = page_tokens
         self.prices = prices
         self.store = store
+        self.budgets = budgets or BudgetSettings()
+        #: The tasks domain, for budget_exceeded events (app.py sets it); None: crossings are logged and
+        #: counted only.
+        self.tasks: TaskEvents | None = None
         # RecordCosts' calls in one writer batch run as one multi-row insert (CreateTask's way).
         self._record_kind: BatchKind[tuple[NewCost, int], CostRow] = BatchKind(self._record_one, self._record_many)
 
@@ -138,9 +170,7 @@ class CostService:
             raise invalid_argument(prefix + "reasoning_tokens", "is part of output_tokens, so it cannot be more")
         caller: float | None = None
         if req.HasField("cost_usd"):
-            caller = req.cost_usd
-            if not math.isfinite(caller) or caller < 0 or caller > MAX_COST_USD:
-                raise invalid_argument(prefix + "cost_usd", f"must be a number of US dollars, 0 to {MAX_COST_USD:g}")
+            caller = check_usd(prefix + "cost_usd", req.cost_usd)
         ref = check_text(prefix + "task_id", req.task_id, MAX_SHORT)
         number = parse_task_number(ref, prefix + "task_id") if ref else None
         occurred = timestamp_us(prefix + "created_at", req.created_at) if req.HasField("created_at") else now_us()
@@ -179,8 +209,11 @@ class CostService:
             **counts,
         )
 
-    def _store(self, conn: Conn, w: WriteContext, new: NewCost, field_prefix: str, now: int) -> CostRow:
-        """Insert ``new`` (or answer the stored row of a retried request_id), inside the caller's write."""
+    def _store(
+        self, conn: Conn, w: WriteContext, new: NewCost, field_prefix: str, now: int, fresh: list[CostRow]
+    ) -> CostRow:
+        """Insert ``new`` (or answer the stored row of a retried request_id), inside the caller's write;
+        a row inserted is appended to ``fresh`` (for the budget check)."""
         if new.request_id is not None:
             seen = self.store.find_request(conn, new.request_id)
             if seen is not None:
@@ -199,6 +232,7 @@ class CostService:
             raise invalid_argument(field_prefix + "task_id", f"names task T{new.task_number}, which does not exist")
         if stored.computed_cost_usd is None:
             w.after_commit(metrics.COSTS_UNPRICED.inc)
+        fresh.append(stored)
         return stored
 
     # -- RPCs -----------------------------------------------------------------------------------
@@ -208,7 +242,10 @@ class CostService:
         return costs_pb2.RecordCostResponse(cost=_to_proto(row))
 
     def _record_one(self, conn: Conn, w: WriteContext, arg: tuple[NewCost, int]) -> CostRow:
-        return self._store(conn, w, arg[0], "", arg[1])
+        fresh: list[CostRow] = []
+        row = self._store(conn, w, arg[0], "", arg[1], fresh)
+        self._check_budgets(conn, w, fresh)
+        return row
 
     def _record_many(self, conn: Conn, items: list[tuple[WriteContext, tuple[NewCost, int]]]) -> list[CostRow]:
         """A batch of RecordCost calls: one look at their tasks and one multi-row insert, with the same
@@ -228,6 +265,7 @@ class CostService:
         for (w, _), row in zip(items, rows, strict=True):
             if row.computed_cost_usd is None:
                 w.after_commit(metrics.COSTS_UNPRICED.inc)
+        self._check_budgets(conn, items[0][0], rows)
         return rows
 
     async def RecordCosts(self, req: costs_pb2.RecordCostsRequest, ctx: CallContext) -> costs_pb2.RecordCostsResponse:
@@ -245,12 +283,14 @@ class CostService:
 
         def write(conn: Conn, w: WriteContext) -> list[tuple[int, CostRow | ApiError]]:
             out: list[tuple[int, CostRow | ApiError]] = []
+            fresh: list[CostRow] = []
             for i, new in valid:
                 try:
                     with self.store.savepoint(conn, "cost_item"):
-                        out.append((i, self._store(conn, w, new, f"items[{i}].", now)))
+                        out.append((i, self._store(conn, w, new, f"items[{i}].", now, fresh)))
                 except ApiError as e:
                     out.append((i, e))
+            self._check_budgets(conn, w, fresh)
             return out
 
         for i, outcome in await self.db.write(write) if valid else []:
@@ -261,6 +301,79 @@ class CostService:
         resp.failed = sum(1 for r in results if r.error_code)
         resp.stored = len(results) - resp.failed
         return resp
+
+    # -- budgets --------------------------------------------------------------------------------
+
+    def _check_budgets(self, conn: Conn, w: WriteContext, rows: Sequence[CostRow]) -> None:
+        """Inside the write that inserted ``rows``: log each budget they took over (budgets.py)."""
+        added: dict[int, float] = {}
+        for r in rows:
+            if r.task_number is not None and r.cost_usd > 0:
+                added[r.task_number] = added.get(r.task_number, 0.0) + r.cost_usd
+        if added:
+            found = self.store.task_budgets(conn, sorted(added))
+            limits = {n: b for n, (kind, own) in found.items() if (b := self.budgets.for_task(own, kind)) is not None}
+            if limits:
+                spent = self.store.task_spend(conn, sorted(limits))
+                for n, (limit, source) in sorted(limits.items()):
+                    after = spent.get(n, 0.0)
+                    if crossed(after, added[n], limit):
+                        detail = f"T{n} has spent {money(after)}, over {source} of {money(limit)}"
+                        self._exceeded(conn, w, "task", n, detail)
+        fleet = self.budgets.fleet_daily_usd
+        if fleet is None:
+            return
+        days: dict[int, list[CostRow]] = {}
+        for r in rows:
+            if r.cost_usd > 0:
+                days.setdefault(r.occurred_at // DAY_US, []).append(r)
+        for day, its in sorted(days.items()):
+            spent_day = self.store.fleet_spend_by_day(conn, day, day + 1).get(day, 0.0)
+            add = sum(r.cost_usd for r in its)
+            if not crossed(spent_day, add, fleet):
+                continue
+            # The record that took the day over: its task gets the event.
+            running, culprit = spent_day - add, its[-1]
+            for r in its:
+                running += r.cost_usd
+                if running > fleet + EPSILON_USD:
+                    culprit = r
+                    break
+            detail = (
+                f"the fleet has spent {money(spent_day)} on {_day_key(day)} (UTC),"
+                f" over its daily budget of {money(fleet)}"
+            )
+            self._exceeded(conn, w, "fleet", culprit.task_number, detail)
+
+    def _exceeded(self, conn: Conn, w: WriteContext, scope: str, number: int | None, detail: str) -> None:
+        logged = False
+        if number is not None and self.tasks is not None:
+            logged = self.tasks.log_event_in(conn, w, number, "budget_exceeded", detail, BUDGET_ACTOR)
+        where = f" (event on T{number})" if logged else ""
+
+        def committed() -> None:
+            metrics.COSTS_BUDGET_EXCEEDED.labels(scope).inc()
+            log.warning("budget exceeded: %s%s", detail, where)
+
+        w.after_commit(committed)
+
+    def budget_changed_in(
+        self,
+        conn: Conn,
+        wctx: WriteContext,
+        number: int,
+        before: tuple[str, float | None],
+        after: tuple[str, float | None],
+    ) -> None:
+        """The tasks domain's check (its CostLink) when an update changes a task's type or budget."""
+        new = self.budgets.for_task(after[1], after[0])
+        if new is None:
+            return
+        old = self.budgets.for_task(before[1], before[0])
+        spent = self.store.task_spend(conn, [number]).get(number, 0.0)
+        if spent > new[0] + EPSILON_USD and (old is None or spent <= old[0] + EPSILON_USD):
+            detail = f"T{number} has spent {money(spent)}, over {new[1]} of {money(new[0])} (changed by an update)"
+            self._exceeded(conn, wctx, "task", number, detail)
 
     @staticmethod
     def _fail(result: costs_pb2.RecordCostResult, e: ApiError) -> None:
@@ -308,8 +421,17 @@ class CostService:
         if group is None or group not in _KEYS:
             raise invalid_argument("group_by", "must be one of model, task, type, day, hour")
         flt = self._filter(req)
-        sums = await self.db.read(lambda c: self.store.summarize(c, group, flt))
+        today = now_us() // DAY_US
+        sums, flags, spent_today = await self.db.read(
+            functools.partial(self._summary, group=group, flt=flt, today=today)
+        )
         resp = costs_pb2.SummarizeCostsResponse()
+        fleet = self.budgets.fleet_daily_usd
+        if fleet is not None:
+            resp.fleet_budget.day = _day_key(today)
+            resp.fleet_budget.daily_budget_usd = fleet
+            resp.fleet_budget.spent_usd = round(spent_today, 9)
+            resp.fleet_budget.exceeded = spent_today > fleet + EPSILON_USD
         total = Sums()
         to_key = _KEYS[group]
         # Most expensive first for model/task/type; time order for day/hour.
@@ -318,10 +440,39 @@ class CostService:
         else:
             ordered = sorted(sums.items(), key=lambda kv: (-kv[1].cost_usd, str(kv[0])))
         for key, s in ordered:
-            _summary_row(to_key(key), s, resp.rows.add())  # type: ignore[operator]
+            row = resp.rows.add()
+            _summary_row(to_key(key), s, row)  # type: ignore[operator]
+            flag = flags.get(key)
+            if flag is not None:
+                row.budget_usd, row.budget_exceeded = flag
+                resp.budget_exceeded = resp.budget_exceeded or flag[1]
             total.add(s)
         _summary_row("total", total, resp.total)
         return resp
+
+    def _summary(
+        self, conn: Conn, *, group: str, flt: CostFilter, today: int
+    ) -> tuple[dict[Any, Sums], dict[Any, tuple[float, bool]], float]:
+        """The sums, each row's (budget, exceeded) where a budget holds (tasks, and days under a fleet
+        budget), and what the fleet spent today: one read, so they agree."""
+        sums: dict[Any, Sums] = self.store.summarize(conn, group, flt)
+        flags: dict[Any, tuple[float, bool]] = {}
+        fleet = self.budgets.fleet_daily_usd
+        if group == "task" and sums:
+            found = self.store.task_budgets(conn, sorted(k for k in sums if isinstance(k, int) and k))
+            limits = {
+                n: b[0] for n, (kind, own) in found.items() if (b := self.budgets.for_task(own, kind)) is not None
+            }
+            spent = self.store.task_spend(conn, sorted(limits))
+            flags = {n: (limit, spent.get(n, 0.0) > limit + EPSILON_USD) for n, limit in limits.items()}
+        elif group == "day" and sums and fleet is not None:
+            days = [k for k in sums if isinstance(k, int)]
+            by_day = self.store.fleet_spend_by_day(conn, min(days), max(days) + 1)
+            flags = {d: (fleet, by_day.get(d, 0.0) > fleet + EPSILON_USD) for d in days}
+        spent_today = 0.0
+        if fleet is not None:
+            spent_today = self.store.fleet_spend_by_day(conn, today, today + 1).get(today, 0.0)
+        return sums, flags, spent_today
 
     async def RepriceCosts(
         self, req: costs_pb2.RepriceCostsRequest, ctx: CallContext

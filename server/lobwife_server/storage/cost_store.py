@@ -422,3 +422,47 @@ def set_computed(
 
 def task_exists(conn: sqlite3.Connection, number: int) -> bool:
     return conn.execute("SELECT 1 FROM tasks WHERE id = ?", (number,)).fetchone() is not None
+
+
+# -- budgets -------------------------------------------------------------------------------------
+
+#: Task numbers per IN (...) list: far below any backend's limit of bound values.
+_IN_CHUNK = 500
+
+
+def _chunks(numbers: Sequence[int]) -> list[Sequence[int]]:
+    return [numbers[i : i + _IN_CHUNK] for i in range(0, len(numbers), _IN_CHUNK)]
+
+
+def task_budgets(conn: sqlite3.Connection, numbers: Sequence[int]) -> dict[int, tuple[str, float | None]]:
+    """(type, own budget or None) of each of these tasks that exists."""
+    out: dict[int, tuple[str, float | None]] = {}
+    for part in _chunks(numbers):
+        marks = ",".join("?" * len(part))
+        for r in conn.execute(f"SELECT id, COALESCE(type, ''), budget_usd FROM tasks WHERE id IN ({marks})", part):
+            out[int(r[0])] = (str(r[1]), None if r[2] is None else float(r[2]))
+    return out
+
+
+def task_spend(conn: sqlite3.Connection, numbers: Sequence[int]) -> dict[int, float]:
+    """What each of these tasks has spent over its whole life (from the task rollup, by its index)."""
+    out: dict[int, float] = {}
+    for part in _chunks(numbers):
+        marks = ",".join("?" * len(part))
+        rows = conn.execute(
+            f"SELECT task_number, SUM(cost_usd) FROM cost_rollup_task_day WHERE task_number IN ({marks})"
+            " GROUP BY task_number",
+            part,
+        )
+        out.update((int(r[0]), float(r[1] or 0.0)) for r in rows)
+    return out
+
+
+def fleet_spend_by_day(conn: sqlite3.Connection, first_day: int, end_day: int) -> dict[int, float]:
+    """What the whole fleet spent on each UTC day number in [first_day, end_day) (from the hourly rollup)."""
+    per = DAY_US // HOUR_US
+    rows = conn.execute(
+        f"SELECT hour / {per}, SUM(cost_usd) FROM cost_rollup_hour WHERE hour >= ? AND hour < ? GROUP BY 1",
+        (first_day * per, end_day * per),
+    )
+    return {int(r[0]): float(r[1] or 0.0) for r in rows}

@@ -683,6 +683,13 @@ def _v10_cost_events(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v11_budgets(conn: sqlite3.Connection) -> None:
+    """``tasks.budget_usd`` (a task's own budget; NULL: its type's default), and the task rollup by task:
+    a record's budget check sums one task's days (``cost_rollup_task_day``'s key starts with the day)."""
+    conn.execute("ALTER TABLE tasks ADD COLUMN budget_usd REAL")
+    conn.execute("CREATE INDEX cost_rollup_task_day_by_task ON cost_rollup_task_day (task_number)")
+
+
 Migration = Callable[[sqlite3.Connection], None]
 
 MIGRATIONS: list[tuple[int, str, Migration]] = [
@@ -696,6 +703,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (8, "broker: registrations by task", _v8_broker_task_index),
     (9, "audit findings", _v9_audit_findings),
     (10, "cost events and their rollups", _v10_cost_events),
+    (11, "task budgets", _v11_budgets),
 ]
 LATEST = MIGRATIONS[-1][0]
 

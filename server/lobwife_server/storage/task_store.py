@@ -32,7 +32,7 @@ FINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 COLUMNS = (
     "id, name, slug, type, status, priority, model, assigned_to, repos, discord_thread_id, estimate_minutes, "
     "requires_qa, workflow, created_at, updated_at, queued_at, assigned_at, completed_at, broker_repos, "
-    "broker_status, token_count, broker_registered_at, created_by"
+    "broker_status, token_count, broker_registered_at, created_by, budget_usd"
 )
 COLUMN_NAMES = tuple(c.strip() for c in COLUMNS.split(","))
 EVENT_COLUMNS = "id, task_id, event_type, detail, actor, created_at"
@@ -60,6 +60,8 @@ UPDATABLE: dict[str, Any] = {
     "broker_repos": None,
     "broker_status": None,
     "broker_registered_at": None,
+    # NULL: the task's type's default budget (CostService).
+    "budget_usd": None,
 }
 
 
@@ -104,6 +106,8 @@ def row_to_task(r: Sequence[Any]) -> tasks_pb2.Task:
         set_ts(t.broker_registered_at, r[21])
     if r[22] is not None:
         t.created_by = r[22]
+    if r[23] is not None:
+        t.budget_usd = r[23]
     return t
 
 
@@ -307,8 +311,8 @@ _insert_sql: dict[tuple[Any, ...], str] = {}
 
 #: The columns CreateTask inserts, in row order: COLUMN_NAMES from name to completed_at,
 #: then created_by, request_id and request_hash, the fingerprint of the request that
-#: used the request_id (the broker columns start empty).
-CREATE_COLUMNS = (*COLUMN_NAMES[1:18], "created_by", "request_id", "request_hash")
+#: used the request_id, and budget_usd (the broker columns start empty).
+CREATE_COLUMNS = (*COLUMN_NAMES[1:18], "created_by", "request_id", "request_hash", "budget_usd")
 
 
 #: The detail of the event that records a task's creation, followed by its status.
@@ -398,6 +402,8 @@ def created_task(number: int, row: Sequence[Any], repos: Sequence[str] | None = 
         kw["completed_at"] = created if row[16] == at else _ts_dict(row[16])
     if row[17] is not None:
         kw["created_by"] = row[17]
+    if row[20] is not None:
+        kw["budget_usd"] = row[20]
     return tasks_pb2.Task(**kw)
 
 

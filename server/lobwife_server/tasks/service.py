@@ -34,6 +34,7 @@ from lobwife_server.core.validation import (
     PageTokens,
     check_repos,
     check_text,
+    check_usd,
     parse_task_number,
     request_page_size,
     task_not_found,
@@ -45,6 +46,7 @@ from lobwife_server.storage.database import BatchKind, WriteContext
 from lobwife_server.storage.interfaces import Conn, Storage, TaskChanges, TaskSnapshots, TaskStore
 from lobwife_server.tasks.broker_link import BROKER_ACTIVE, BROKER_ENDED, BROKER_STATUSES, BrokerLink
 from lobwife_server.tasks.cache import TaskCache
+from lobwife_server.tasks.cost_link import CostLink
 from lobwife_server.tasks.watch import ChangeFeed
 
 # UpdateTask's mask names Task fields (its request repeats them): the contract's OUTPUT_ONLY ones are
@@ -61,6 +63,8 @@ _TIMESTAMP_FIELDS = frozenset({"queued_at", "assigned_at", "completed_at", "brok
 _LIST_FIELDS = frozenset({"repos", "broker_repos"})
 #: The columns a registration by update reads besides the ones it sets.
 _REGISTRATION_COLUMNS = ("broker_repos", "broker_status", "broker_registered_at", "type")
+#: The columns a budget check by update reads besides the ones it sets.
+_BUDGET_COLUMNS = ("type", "budget_usd")
 _ENDED = frozenset({store.STATUS_VALUE[s] for s in store.FINAL_STATUSES})
 #: The empty base of every CreateTask response; shared, so never mutated.
 _CREATE_RESPONSE = tasks_pb2.CreateTaskResponse()
@@ -124,6 +128,7 @@ class _NewTask:
     actor: str | None
     request_id: str | None
     repos: list[str] | None  # the list that fields holds as JSON text
+    budget_usd: float | None = None
 
     def row(self, now: int) -> tuple[Any, ...]:
         """The whole row to insert (store.CREATE_COLUMNS), stamped ``now``."""
@@ -131,7 +136,18 @@ class _NewTask:
         assigned = now if status == "active" else None
         completed = now if status in store.FINAL_STATUSES else None
         fingerprint = None if self.request_id is None else self.fingerprint()
-        return (*self.fields, now, now, now, assigned, completed, self.actor, self.request_id, fingerprint)
+        return (
+            *self.fields,
+            now,
+            now,
+            now,
+            assigned,
+            completed,
+            self.actor,
+            self.request_id,
+            fingerprint,
+            self.budget_usd,
+        )
 
     def fingerprint(self) -> bytes:
         """What the request asks for, hashed: the validated column values it sets and its actor.
@@ -142,6 +158,8 @@ class _NewTask:
         fingerprint of a request that does not use it.
         """
         given = [(c, v) for c, v in zip(store.CREATE_COLUMNS, self.fields, strict=False) if v is not None]
+        if self.budget_usd is not None:
+            given.append(("budget_usd", self.budget_usd))
         return hashlib.blake2b(repr((given, self.actor)).encode(), digest_size=16).digest()
 
 
@@ -169,6 +187,8 @@ class TaskService:
         self._insert_created = store.CreateInserter()  # writer thread only
         #: The token broker (app.py sets it); None: broker fields are stored and nothing else happens.
         self.broker: BrokerLink | None = None
+        #: CostService (app.py sets it) for the budget check of an update; None: a budget is only stored.
+        self.costs: CostLink | None = None
 
     @classmethod
     async def create(cls, db: Storage, tasks: TaskStore = task_store) -> TaskService:
@@ -226,7 +246,8 @@ class TaskService:
             1 if req.requires_qa else 0,
             check_text("workflow", v) if (v := req.workflow) else None,
         )
-        new = _NewTask(fields, status, actor, request_id, repos)
+        budget = check_usd("budget_usd", req.budget_usd) if req.HasField("budget_usd") else None
+        new = _NewTask(fields, status, actor, request_id, repos, budget)
         # The writer answers with the whole response, encoded (see _create_many).
         if request_id is None:
             return await self.db.write_as(self._create_kind, new)
@@ -413,6 +434,8 @@ class TaskService:
                 values[n] = _estimate(req)
             elif n == "requires_qa":
                 values[n] = 1 if v else 0
+            elif n == "budget_usd":
+                values[n] = check_usd(n, v)
             elif n in _TIMESTAMP_FIELDS:
                 values[n] = timestamp_us(n, v)
             else:
@@ -453,6 +476,10 @@ class TaskService:
         columns = list(values)
         if register:
             columns += [c for c in _REGISTRATION_COLUMNS if c not in values]
+        costs = self.costs
+        budget_check = costs is not None and ("budget_usd" in values or "type" in values)
+        if budget_check:
+            columns += [c for c in _BUDGET_COLUMNS if c not in columns]
 
         def write(conn: Conn, wctx: WriteContext) -> tuple[tasks_pb2.Task, list[str]]:
             found = self.store.status_and_values(conn, number, columns)
@@ -525,6 +552,9 @@ class TaskService:
             assert task is not None
             for event in events:
                 self._publish(wctx, event, task)
+            if budget_check and costs is not None and ("budget_usd" in changed or "type" in changed):
+                before = (stored["type"], stored["budget_usd"])
+                costs.budget_changed_in(conn, wctx, number, before, (task.type, wanted.get("budget_usd", before[1])))
             if broker is not None and new_status != current and new_status in store.FINAL_STATUSES:
                 wctx.after_commit(lambda: broker.task_finished(number, new_status))
             return task, changed
@@ -677,6 +707,18 @@ class TaskService:
         task = self.store.get_task(conn, number)
         assert task is not None
         self._publish(wctx, event, task)
+
+    def log_event_in(
+        self, conn: Conn, wctx: WriteContext, number: int, event_type: str, detail: str, actor: str | None
+    ) -> bool:
+        """Appends an event to task ``number``'s trail inside the caller's write (CostService's
+        ``budget_exceeded``), published to WatchTasks after the commit; False when there is no such task."""
+        task = self.store.get_task(conn, number)
+        if task is None:
+            return False
+        event = self.store.insert_event(conn, number, event_type, detail, actor, store.now())
+        self._publish(wctx, event, task)
+        return True
 
     def count_token_in(self, conn: Conn, wctx: WriteContext, number: int) -> None:
         """One more token on task ``number``'s ``token_count``, inside the broker's write that issued it

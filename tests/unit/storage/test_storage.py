@@ -395,6 +395,7 @@ async def test_unfiltered_pages_from_the_cache_equal_the_query(tmp_path: Path) -
             "requires_qa": 1,
             "workflow": "w",
             "created_by": "me",
+            "budget_usd": 2.5,
         },
         {"name": "done", "status": "completed", "estimate_minutes": 0, "repos": []},
         {"name": "zero time", "at": 0},

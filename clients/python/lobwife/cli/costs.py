@@ -24,7 +24,7 @@ from lobwife.client import Client
 from lobwife.v1 import costs_pb2
 
 HEADERS = ("ID", "TIME", "TASK", "MODEL", "INPUT", "OUTPUT", "CACHE R", "CACHE W", "COST USD", "NOTE")
-SUMMARY_HEADERS = ("KEY", "CALLS", "INPUT", "OUTPUT", "CACHE R", "CACHE W", "COST USD", "UNPRICED")
+SUMMARY_HEADERS = ("KEY", "CALLS", "INPUT", "OUTPUT", "CACHE R", "CACHE W", "COST USD", "UNPRICED", "BUDGET")
 GROUPS = ("model", "task", "type", "day", "hour")
 
 
@@ -53,6 +53,7 @@ def summary_row(r: costs_pb2.CostSummaryRow) -> list[str]:
         f"{r.cache_write_tokens:,}",
         f"{r.cost_usd:.6f}",
         str(r.unpriced_calls),
+        (f"{r.budget_usd:.2f}" + (" OVER" if r.budget_exceeded else "")) if r.HasField("budget_usd") else "",
     ]
 
 
@@ -141,6 +142,12 @@ def cmd_summary(ns: argparse.Namespace, client: Client) -> int:
         return 0
     rows = [summary_row(r) for r in resp.rows] + [summary_row(resp.total)]
     sys.stdout.write(format_table(SUMMARY_HEADERS, rows))
+    if resp.HasField("fleet_budget"):
+        f = resp.fleet_budget
+        state = "OVER" if f.exceeded else "within"
+        sys.stdout.write(
+            f"fleet today ({f.day} UTC): ${f.spent_usd:.2f} of ${f.daily_budget_usd:.2f} daily budget, {state}\n"
+        )
     return 0
 
 

@@ -34,7 +34,16 @@ from lobwife.v1 import tasks_pb2
 # Longest NAME shown in a table; the full name is in `tasks get` and --json.
 NAME_WIDTH = 60
 # Fields `tasks update --clear FIELD` can clear: the task's optional fields.
-CLEARABLE = ("slug", "model", "assigned_to", "repos", "discord_thread_id", "estimate_minutes", "workflow")
+CLEARABLE = (
+    "slug",
+    "model",
+    "assigned_to",
+    "repos",
+    "discord_thread_id",
+    "estimate_minutes",
+    "workflow",
+    "budget_usd",
+)
 
 TASK_HEADERS = ("ID", "STATUS", "TYPE", "PRIORITY", "ASSIGNED", "NAME", "CREATED")
 
@@ -103,6 +112,7 @@ def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
     p.add_argument("--estimate-minutes", type=non_negative_float, metavar="MINUTES", help="fractions kept: 12.5")
     p.add_argument("--requires-qa", action="store_true", default=None)
     p.add_argument("--workflow")
+    p.add_argument("--budget-usd", type=non_negative_float, metavar="USD", help="what it may spend on model calls")
     p.add_argument("--slug")
     p.add_argument("--actor", help="who is creating it")
     p.add_argument("--request-id", help="idempotency key (default: a fresh uuid4)")
@@ -151,6 +161,7 @@ def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
     p.add_argument("--estimate-minutes", type=non_negative_float, metavar="MINUTES", help="fractions kept: 12.5")
     p.add_argument("--requires-qa", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--workflow")
+    p.add_argument("--budget-usd", type=non_negative_float, metavar="USD", help="what it may spend on model calls")
     p.add_argument(
         "--clear",
         action="append",
@@ -215,6 +226,7 @@ def cmd_create(ns: argparse.Namespace, client: Client) -> int:
         slug=ns.slug,
         actor=ns.actor,
         request_id=ns.request_id,
+        budget_usd=ns.budget_usd,
     )
     _show_task(ns, task)
     return 0
@@ -265,6 +277,7 @@ def cmd_update(ns: argparse.Namespace, client: Client) -> int:
         "estimate_minutes",
         "requires_qa",
         "workflow",
+        "budget_usd",
     ):
         value = getattr(ns, name)
         if value is not None:

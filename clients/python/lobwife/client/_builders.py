@@ -180,11 +180,13 @@ def create_task(
     slug: str | None = None,
     actor: str | None = None,
     request_id: str | None = None,
+    budget_usd: float | None = None,
     timeout: float | None = None,
 ) -> Unary[Task]:
     """Create a task. Without ``request_id`` a uuid4 is sent, so a retried create never duplicates.
 
-    ``estimate_minutes`` keeps fractions (``12.5``; it is sent as ``estimate_minutes_exact``)."""
+    ``estimate_minutes`` keeps fractions (``12.5``; it is sent as ``estimate_minutes_exact``).
+    ``budget_usd``: what it may spend on model calls (unset: its type's default, docs/costs.md)."""
     req = _create_request(
         name,
         type=type,
@@ -200,6 +202,7 @@ def create_task(
         slug=slug,
         actor=actor,
         request_id=request_id,
+        budget_usd=budget_usd,
     )
     return unary(CREATE_TASK, req, timeout, lambda r: r.task)
 

@@ -71,6 +71,8 @@ class TaskUpdate(TypedDict, total=False):
     estimate_minutes: float | None
     requires_qa: bool | None
     workflow: str | None
+    #: US dollars the task may spend on model calls; None: its type's default (the server's).
+    budget_usd: float | None
     queued_at: TimestampLike | None
     assigned_at: TimestampLike | None
     completed_at: TimestampLike | None
@@ -116,6 +118,7 @@ def _create_request(
     slug: str | None,
     actor: str | None,
     request_id: str | None,
+    budget_usd: float | None = None,
 ) -> tasks_pb2.CreateTaskRequest:
     req = tasks_pb2.CreateTaskRequest(name=name, request_id=request_id or str(uuid.uuid4()))
     optional: dict[str, object] = {
@@ -129,6 +132,7 @@ def _create_request(
         "workflow": workflow,
         "slug": slug,
         "actor": actor,
+        "budget_usd": budget_usd,
     }
     for field, value in optional.items():
         if value is not None:

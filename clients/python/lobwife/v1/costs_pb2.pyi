@@ -418,6 +418,8 @@ class CostSummaryRow(_message.Message):
     COST_USD_FIELD_NUMBER: _builtins.int
     REASONING_TOKENS_FIELD_NUMBER: _builtins.int
     UNPRICED_CALLS_FIELD_NUMBER: _builtins.int
+    BUDGET_USD_FIELD_NUMBER: _builtins.int
+    BUDGET_EXCEEDED_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     """The model, `T42` (empty: no task), the task type, the day (YYYY-MM-DD, UTC) or the hour
     (YYYY-MM-DDTHH, UTC).
@@ -431,6 +433,14 @@ class CostSummaryRow(_message.Message):
     reasoning_tokens: _builtins.int
     unpriced_calls: _builtins.int
     """Calls without a known cost (an unknown model, no caller's figure)."""
+    budget_usd: _builtins.float
+    """By task: the task's budget (its own, else its type's default); by day: the fleet's daily
+    budget. Unset when there is none, and for the other groupings.
+    """
+    budget_exceeded: _builtins.bool
+    """By task: what the task has spent, over its whole life (not only the range), is over its
+    budget. By day: what the whole fleet spent that day is over the daily budget.
+    """
     def __init__(
         self,
         *,
@@ -443,14 +453,49 @@ class CostSummaryRow(_message.Message):
         cost_usd: _builtins.float = ...,
         reasoning_tokens: _builtins.int = ...,
         unpriced_calls: _builtins.int = ...,
+        budget_usd: _builtins.float | None = ...,
+        budget_exceeded: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_budget_usd", b"_budget_usd", "budget_usd", b"budget_usd"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_budget_usd", b"_budget_usd", "budget_exceeded", b"budget_exceeded", "budget_usd", b"budget_usd", "cache_read_tokens", b"cache_read_tokens", "cache_write_tokens", b"cache_write_tokens", "calls", b"calls", "cost_usd", b"cost_usd", "input_tokens", b"input_tokens", "key", b"key", "output_tokens", b"output_tokens", "reasoning_tokens", b"reasoning_tokens", "unpriced_calls", b"unpriced_calls"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__budget_usd: _TypeAlias = _typing.Literal["budget_usd"]  # noqa: Y015
+    _WhichOneofArgType__budget_usd: _TypeAlias = _typing.Literal["_budget_usd", b"_budget_usd"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__budget_usd) -> _WhichOneofReturnType__budget_usd | None: ...
+
+Global___CostSummaryRow: _TypeAlias = CostSummaryRow  # noqa: Y015
+
+@_typing.final
+class FleetBudgetStatus(_message.Message):
+    """The fleet's daily budget (UTC days) as it stands today."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DAY_FIELD_NUMBER: _builtins.int
+    DAILY_BUDGET_USD_FIELD_NUMBER: _builtins.int
+    SPENT_USD_FIELD_NUMBER: _builtins.int
+    EXCEEDED_FIELD_NUMBER: _builtins.int
+    day: _builtins.str
+    """YYYY-MM-DD, UTC."""
+    daily_budget_usd: _builtins.float
+    spent_usd: _builtins.float
+    exceeded: _builtins.bool
+    def __init__(
+        self,
+        *,
+        day: _builtins.str = ...,
+        daily_budget_usd: _builtins.float = ...,
+        spent_usd: _builtins.float = ...,
+        exceeded: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_read_tokens", b"cache_read_tokens", "cache_write_tokens", b"cache_write_tokens", "calls", b"calls", "cost_usd", b"cost_usd", "input_tokens", b"input_tokens", "key", b"key", "output_tokens", b"output_tokens", "reasoning_tokens", b"reasoning_tokens", "unpriced_calls", b"unpriced_calls"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["daily_budget_usd", b"daily_budget_usd", "day", b"day", "exceeded", b"exceeded", "spent_usd", b"spent_usd"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___CostSummaryRow: _TypeAlias = CostSummaryRow  # noqa: Y015
+Global___FleetBudgetStatus: _TypeAlias = FleetBudgetStatus  # noqa: Y015
 
 @_typing.final
 class SummarizeCostsResponse(_message.Message):
@@ -458,19 +503,29 @@ class SummarizeCostsResponse(_message.Message):
 
     ROWS_FIELD_NUMBER: _builtins.int
     TOTAL_FIELD_NUMBER: _builtins.int
+    BUDGET_EXCEEDED_FIELD_NUMBER: _builtins.int
+    FLEET_BUDGET_FIELD_NUMBER: _builtins.int
+    budget_exceeded: _builtins.bool
+    """Some row's budget is exceeded."""
     @_builtins.property
     def rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___CostSummaryRow]: ...
     @_builtins.property
     def total(self) -> Global___CostSummaryRow: ...
+    @_builtins.property
+    def fleet_budget(self) -> Global___FleetBudgetStatus:
+        """Today's spend against the fleet's daily budget; unset when the server has none."""
+
     def __init__(
         self,
         *,
         rows: _abc.Iterable[Global___CostSummaryRow] | None = ...,
         total: Global___CostSummaryRow | None = ...,
+        budget_exceeded: _builtins.bool = ...,
+        fleet_budget: Global___FleetBudgetStatus | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["total", b"total"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fleet_budget", b"fleet_budget", "total", b"total"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["rows", b"rows", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_exceeded", b"budget_exceeded", "fleet_budget", b"fleet_budget", "rows", b"rows", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

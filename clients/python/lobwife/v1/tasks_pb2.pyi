@@ -95,6 +95,7 @@ class Task(_message.Message):
     BROKER_REGISTERED_AT_FIELD_NUMBER: _builtins.int
     CREATED_BY_FIELD_NUMBER: _builtins.int
     ESTIMATE_MINUTES_EXACT_FIELD_NUMBER: _builtins.int
+    BUDGET_USD_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     """Sequential number; the task's identity."""
     task_id: _builtins.str
@@ -147,6 +148,11 @@ class Task(_message.Message):
     estimate_minutes_exact: _builtins.float
     """The estimate in minutes, fractions kept (`12.5`); 0 to 10,000,000.
     `estimate_minutes` in the HTTP JSON (the legacy key, a JSON number).
+    """
+    budget_usd: _builtins.float
+    """What the task may spend on model calls, in US dollars (0 to 1,000,000); unset: the default of
+    its type, if the server has one (docs/costs.md). CostService logs a `budget_exceeded` event
+    on the task when its recorded costs go over it.
     """
     @_builtins.property
     def repos(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
@@ -202,15 +208,18 @@ class Task(_message.Message):
         broker_registered_at: _timestamp_pb2.Timestamp | None = ...,
         created_by: _builtins.str | None = ...,
         estimate_minutes_exact: _builtins.float | None = ...,
+        budget_usd: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_assigned_to", b"_assigned_to", "_broker_status", b"_broker_status", "_created_by", b"_created_by", "_discord_thread_id", b"_discord_thread_id", "_estimate_minutes", b"_estimate_minutes", "_estimate_minutes_exact", b"_estimate_minutes_exact", "_model", b"_model", "_slug", b"_slug", "_workflow", b"_workflow", "assigned_at", b"assigned_at", "assigned_to", b"assigned_to", "broker_registered_at", b"broker_registered_at", "broker_status", b"broker_status", "completed_at", b"completed_at", "created_at", b"created_at", "created_by", b"created_by", "discord_thread_id", b"discord_thread_id", "estimate_minutes", b"estimate_minutes", "estimate_minutes_exact", b"estimate_minutes_exact", "model", b"model", "queued_at", b"queued_at", "slug", b"slug", "updated_at", b"updated_at", "workflow", b"workflow"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_assigned_to", b"_assigned_to", "_broker_status", b"_broker_status", "_budget_usd", b"_budget_usd", "_created_by", b"_created_by", "_discord_thread_id", b"_discord_thread_id", "_estimate_minutes", b"_estimate_minutes", "_estimate_minutes_exact", b"_estimate_minutes_exact", "_model", b"_model", "_slug", b"_slug", "_workflow", b"_workflow", "assigned_at", b"assigned_at", "assigned_to", b"assigned_to", "broker_registered_at", b"broker_registered_at", "broker_status", b"broker_status", "budget_usd", b"budget_usd", "completed_at", b"completed_at", "created_at", b"created_at", "created_by", b"created_by", "discord_thread_id", b"discord_thread_id", "estimate_minutes", b"estimate_minutes", "estimate_minutes_exact", b"estimate_minutes_exact", "model", b"model", "queued_at", b"queued_at", "slug", b"slug", "updated_at", b"updated_at", "workflow", b"workflow"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_assigned_to", b"_assigned_to", "_broker_status", b"_broker_status", "_created_by", b"_created_by", "_discord_thread_id", b"_discord_thread_id", "_estimate_minutes", b"_estimate_minutes", "_estimate_minutes_exact", b"_estimate_minutes_exact", "_model", b"_model", "_slug", b"_slug", "_workflow", b"_workflow", "assigned_at", b"assigned_at", "assigned_to", b"assigned_to", "broker_registered_at", b"broker_registered_at", "broker_repos", b"broker_repos", "broker_status", b"broker_status", "completed_at", b"completed_at", "created_at", b"created_at", "created_by", b"created_by", "discord_thread_id", b"discord_thread_id", "estimate_minutes", b"estimate_minutes", "estimate_minutes_exact", b"estimate_minutes_exact", "id", b"id", "model", b"model", "name", b"name", "priority", b"priority", "queued_at", b"queued_at", "repos", b"repos", "requires_qa", b"requires_qa", "slug", b"slug", "status", b"status", "task_id", b"task_id", "token_count", b"token_count", "type", b"type", "updated_at", b"updated_at", "workflow", b"workflow"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_assigned_to", b"_assigned_to", "_broker_status", b"_broker_status", "_budget_usd", b"_budget_usd", "_created_by", b"_created_by", "_discord_thread_id", b"_discord_thread_id", "_estimate_minutes", b"_estimate_minutes", "_estimate_minutes_exact", b"_estimate_minutes_exact", "_model", b"_model", "_slug", b"_slug", "_workflow", b"_workflow", "assigned_at", b"assigned_at", "assigned_to", b"assigned_to", "broker_registered_at", b"broker_registered_at", "broker_repos", b"broker_repos", "broker_status", b"broker_status", "budget_usd", b"budget_usd", "completed_at", b"completed_at", "created_at", b"created_at", "created_by", b"created_by", "discord_thread_id", b"discord_thread_id", "estimate_minutes", b"estimate_minutes", "estimate_minutes_exact", b"estimate_minutes_exact", "id", b"id", "model", b"model", "name", b"name", "priority", b"priority", "queued_at", b"queued_at", "repos", b"repos", "requires_qa", b"requires_qa", "slug", b"slug", "status", b"status", "task_id", b"task_id", "token_count", b"token_count", "type", b"type", "updated_at", b"updated_at", "workflow", b"workflow"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__assigned_to: _TypeAlias = _typing.Literal["assigned_to"]  # noqa: Y015
     _WhichOneofArgType__assigned_to: _TypeAlias = _typing.Literal["_assigned_to", b"_assigned_to"]  # noqa: Y015
     _WhichOneofReturnType__broker_status: _TypeAlias = _typing.Literal["broker_status"]  # noqa: Y015
     _WhichOneofArgType__broker_status: _TypeAlias = _typing.Literal["_broker_status", b"_broker_status"]  # noqa: Y015
+    _WhichOneofReturnType__budget_usd: _TypeAlias = _typing.Literal["budget_usd"]  # noqa: Y015
+    _WhichOneofArgType__budget_usd: _TypeAlias = _typing.Literal["_budget_usd", b"_budget_usd"]  # noqa: Y015
     _WhichOneofReturnType__created_by: _TypeAlias = _typing.Literal["created_by"]  # noqa: Y015
     _WhichOneofArgType__created_by: _TypeAlias = _typing.Literal["_created_by", b"_created_by"]  # noqa: Y015
     _WhichOneofReturnType__discord_thread_id: _TypeAlias = _typing.Literal["discord_thread_id"]  # noqa: Y015
@@ -229,6 +238,8 @@ class Task(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__assigned_to) -> _WhichOneofReturnType__assigned_to | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__broker_status) -> _WhichOneofReturnType__broker_status | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__budget_usd) -> _WhichOneofReturnType__budget_usd | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__created_by) -> _WhichOneofReturnType__created_by | None: ...
     @_typing.overload
@@ -314,6 +325,7 @@ class CreateTaskRequest(_message.Message):
     REQUIRES_QA_FIELD_NUMBER: _builtins.int
     WORKFLOW_FIELD_NUMBER: _builtins.int
     ESTIMATE_MINUTES_EXACT_FIELD_NUMBER: _builtins.int
+    BUDGET_USD_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """A client-chosen id (at most 128 characters) that makes retries safe: a second
     create with the same id and the same request returns the first task; with a
@@ -352,6 +364,8 @@ class CreateTaskRequest(_message.Message):
     """The estimate in minutes, fractions kept; 0 to 10,000,000. `estimate_minutes`
     in the HTTP JSON.
     """
+    budget_usd: _builtins.float
+    """What the task may spend on model calls, in US dollars (0 to 1,000,000); unset: its type's default."""
     @_builtins.property
     def repos(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -372,15 +386,18 @@ class CreateTaskRequest(_message.Message):
         requires_qa: _builtins.bool = ...,
         workflow: _builtins.str | None = ...,
         estimate_minutes_exact: _builtins.float | None = ...,
+        budget_usd: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_actor", b"_actor", "_assigned_to", b"_assigned_to", "_discord_thread_id", b"_discord_thread_id", "_estimate_minutes", b"_estimate_minutes", "_estimate_minutes_exact", b"_estimate_minutes_exact", "_model", b"_model", "_priority", b"_priority", "_slug", b"_slug", "_type", b"_type", "_workflow", b"_workflow", "actor", b"actor", "assigned_to", b"assigned_to", "discord_thread_id", b"discord_thread_id", "estimate_minutes", b"estimate_minutes", "estimate_minutes_exact", b"estimate_minutes_exact", "model", b"model", "priority", b"priority", "slug", b"slug", "type", b"type", "workflow", b"workflow"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_actor", b"_actor", "_assigned_to", b"_assigned_to", "_budget_usd", b"_budget_usd", "_discord_thread_id", b"_discord_thread_id", "_estimate_minutes", b"_estimate_minutes", "_estimate_minutes_exact", b"_estimate_minutes_exact", "_model", b"_model", "_priority", b"_priority", "_slug", b"_slug", "_type", b"_type", "_workflow", b"_workflow", "actor", b"actor", "assigned_to", b"assigned_to", "budget_usd", b"budget_usd", "discord_thread_id", b"discord_thread_id", "estimate_minutes", b"estimate_minutes", "estimate_minutes_exact", b"estimate_minutes_exact", "model", b"model", "priority", b"priority", "slug", b"slug", "type", b"type", "workflow", b"workflow"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_actor", b"_actor", "_assigned_to", b"_assigned_to", "_discord_thread_id", b"_discord_thread_id", "_estimate_minutes", b"_estimate_minutes", "_estimate_minutes_exact", b"_estimate_minutes_exact", "_model", b"_model", "_priority", b"_priority", "_slug", b"_slug", "_type", b"_type", "_workflow", b"_workflow", "actor", b"actor", "assigned_to", b"assigned_to", "discord_thread_id", b"discord_thread_id", "estimate_minutes", b"estimate_minutes", "estimate_minutes_exact", b"estimate_minutes_exact", "model", b"model", "name", b"name", "priority", b"priority", "repos", b"repos", "request_id", b"request_id", "requires_qa", b"requires_qa", "slug", b"slug", "status", b"status", "type", b"type", "workflow", b"workflow"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_actor", b"_actor", "_assigned_to", b"_assigned_to", "_budget_usd", b"_budget_usd", "_discord_thread_id", b"_discord_thread_id", "_estimate_minutes", b"_estimate_minutes", "_estimate_minutes_exact", b"_estimate_minutes_exact", "_model", b"_model", "_priority", b"_priority", "_slug", b"_slug", "_type", b"_type", "_workflow", b"_workflow", "actor", b"actor", "assigned_to", b"assigned_to", "budget_usd", b"budget_usd", "discord_thread_id", b"discord_thread_id", "estimate_minutes", b"estimate_minutes", "estimate_minutes_exact", b"estimate_minutes_exact", "model", b"model", "name", b"name", "priority", b"priority", "repos", b"repos", "request_id", b"request_id", "requires_qa", b"requires_qa", "slug", b"slug", "status", b"status", "type", b"type", "workflow", b"workflow"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__actor: _TypeAlias = _typing.Literal["actor"]  # noqa: Y015
     _WhichOneofArgType__actor: _TypeAlias = _typing.Literal["_actor", b"_actor"]  # noqa: Y015
     _WhichOneofReturnType__assigned_to: _TypeAlias = _typing.Literal["assigned_to"]  # noqa: Y015
     _WhichOneofArgType__assigned_to: _TypeAlias = _typing.Literal["_assigned_to", b"_assigned_to"]  # noqa: Y015
+    _WhichOneofReturnType__budget_usd: _TypeAlias = _typing.Literal["budget_usd"]  # noqa: Y015
+    _WhichOneofArgType__budget_usd: _TypeAlias = _typing.Literal["_budget_usd", b"_budget_usd"]  # noqa: Y015
     _WhichOneofReturnType__discord_thread_id: _TypeAlias = _typing.Literal["discord_thread_id"]  # noqa: Y015
     _WhichOneofArgType__discord_thread_id: _TypeAlias = _typing.Literal["_discord_thread_id", b"_discord_thread_id"]  # noqa: Y015
     _WhichOneofReturnType__estimate_minutes: _TypeAlias = _typing.Literal["estimate_minutes"]  # noqa: Y015
@@ -401,6 +418,8 @@ class CreateTaskRequest(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__actor) -> _WhichOneofReturnType__actor | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__assigned_to) -> _WhichOneofReturnType__assigned_to | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__budget_usd) -> _WhichOneofReturnType__budget_usd | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__discord_thread_id) -> _WhichOneofReturnType__discord_thread_id | None: ...
     @_typing.overload
@@ -586,6 +605,7 @@ class UpdateTaskRequest(_message.Message):
     BROKER_STATUS_FIELD_NUMBER: _builtins.int
     TOKEN_COUNT_FIELD_NUMBER: _builtins.int
     BROKER_REGISTERED_AT_FIELD_NUMBER: _builtins.int
+    BUDGET_USD_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     actor: _builtins.str
     name: _builtins.str
@@ -626,6 +646,10 @@ class UpdateTaskRequest(_message.Message):
     """
     token_count: _builtins.int
     """Accepted and ignored (old clients send it): the count is the broker's."""
+    budget_usd: _builtins.float
+    """The task's budget in US dollars (0 to 1,000,000); cleared (named in the mask with no value):
+    its type's default. A budget set below what the task has spent logs `budget_exceeded`.
+    """
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask: ...
     @_builtins.property
@@ -678,10 +702,11 @@ class UpdateTaskRequest(_message.Message):
         broker_status: _builtins.str | None = ...,
         token_count: _builtins.int | None = ...,
         broker_registered_at: _timestamp_pb2.Timestamp | None = ...,
+        budget_usd: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_actor", b"_actor", "_assigned_to", b"_assigned_to", "_broker_status", b"_broker_status", "_discord_thread_id", b"_discord_thread_id", "_estimate_minutes", b"_estimate_minutes", "_estimate_minutes_exact", b"_estimate_minutes_exact", "_model", b"_model", "_name", b"_name", "_priority", b"_priority", "_requires_qa", b"_requires_qa", "_slug", b"_slug", "_status", b"_status", "_token_count", b"_token_count", "_type", b"_type", "_workflow", b"_workflow", "actor", b"actor", "assigned_at", b"assigned_at", "assigned_to", b"assigned_to", "broker_registered_at", b"broker_registered_at", "broker_status", b"broker_status", "completed_at", b"completed_at", "discord_thread_id", b"discord_thread_id", "estimate_minutes", b"estimate_minutes", "estimate_minutes_exact", b"estimate_minutes_exact", "model", b"model", "name", b"name", "priority", b"priority", "queued_at", b"queued_at", "requires_qa", b"requires_qa", "slug", b"slug", "status", b"status", "token_count", b"token_count", "type", b"type", "update_mask", b"update_mask", "workflow", b"workflow"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_actor", b"_actor", "_assigned_to", b"_assigned_to", "_broker_status", b"_broker_status", "_budget_usd", b"_budget_usd", "_discord_thread_id", b"_discord_thread_id", "_estimate_minutes", b"_estimate_minutes", "_estimate_minutes_exact", b"_estimate_minutes_exact", "_model", b"_model", "_name", b"_name", "_priority", b"_priority", "_requires_qa", b"_requires_qa", "_slug", b"_slug", "_status", b"_status", "_token_count", b"_token_count", "_type", b"_type", "_workflow", b"_workflow", "actor", b"actor", "assigned_at", b"assigned_at", "assigned_to", b"assigned_to", "broker_registered_at", b"broker_registered_at", "broker_status", b"broker_status", "budget_usd", b"budget_usd", "completed_at", b"completed_at", "discord_thread_id", b"discord_thread_id", "estimate_minutes", b"estimate_minutes", "estimate_minutes_exact", b"estimate_minutes_exact", "model", b"model", "name", b"name", "priority", b"priority", "queued_at", b"queued_at", "requires_qa", b"requires_qa", "slug", b"slug", "status", b"status", "token_count", b"token_count", "type", b"type", "update_mask", b"update_mask", "workflow", b"workflow"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_actor", b"_actor", "_assigned_to", b"_assigned_to", "_broker_status", b"_broker_status", "_discord_thread_id", b"_discord_thread_id", "_estimate_minutes", b"_estimate_minutes", "_estimate_minutes_exact", b"_estimate_minutes_exact", "_model", b"_model", "_name", b"_name", "_priority", b"_priority", "_requires_qa", b"_requires_qa", "_slug", b"_slug", "_status", b"_status", "_token_count", b"_token_count", "_type", b"_type", "_workflow", b"_workflow", "actor", b"actor", "assigned_at", b"assigned_at", "assigned_to", b"assigned_to", "broker_registered_at", b"broker_registered_at", "broker_repos", b"broker_repos", "broker_status", b"broker_status", "completed_at", b"completed_at", "discord_thread_id", b"discord_thread_id", "estimate_minutes", b"estimate_minutes", "estimate_minutes_exact", b"estimate_minutes_exact", "model", b"model", "name", b"name", "priority", b"priority", "queued_at", b"queued_at", "repos", b"repos", "requires_qa", b"requires_qa", "slug", b"slug", "status", b"status", "task_id", b"task_id", "token_count", b"token_count", "type", b"type", "update_mask", b"update_mask", "workflow", b"workflow"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_actor", b"_actor", "_assigned_to", b"_assigned_to", "_broker_status", b"_broker_status", "_budget_usd", b"_budget_usd", "_discord_thread_id", b"_discord_thread_id", "_estimate_minutes", b"_estimate_minutes", "_estimate_minutes_exact", b"_estimate_minutes_exact", "_model", b"_model", "_name", b"_name", "_priority", b"_priority", "_requires_qa", b"_requires_qa", "_slug", b"_slug", "_status", b"_status", "_token_count", b"_token_count", "_type", b"_type", "_workflow", b"_workflow", "actor", b"actor", "assigned_at", b"assigned_at", "assigned_to", b"assigned_to", "broker_registered_at", b"broker_registered_at", "broker_repos", b"broker_repos", "broker_status", b"broker_status", "budget_usd", b"budget_usd", "completed_at", b"completed_at", "discord_thread_id", b"discord_thread_id", "estimate_minutes", b"estimate_minutes", "estimate_minutes_exact", b"estimate_minutes_exact", "model", b"model", "name", b"name", "priority", b"priority", "queued_at", b"queued_at", "repos", b"repos", "requires_qa", b"requires_qa", "slug", b"slug", "status", b"status", "task_id", b"task_id", "token_count", b"token_count", "type", b"type", "update_mask", b"update_mask", "workflow", b"workflow"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__actor: _TypeAlias = _typing.Literal["actor"]  # noqa: Y015
     _WhichOneofArgType__actor: _TypeAlias = _typing.Literal["_actor", b"_actor"]  # noqa: Y015
@@ -689,6 +714,8 @@ class UpdateTaskRequest(_message.Message):
     _WhichOneofArgType__assigned_to: _TypeAlias = _typing.Literal["_assigned_to", b"_assigned_to"]  # noqa: Y015
     _WhichOneofReturnType__broker_status: _TypeAlias = _typing.Literal["broker_status"]  # noqa: Y015
     _WhichOneofArgType__broker_status: _TypeAlias = _typing.Literal["_broker_status", b"_broker_status"]  # noqa: Y015
+    _WhichOneofReturnType__budget_usd: _TypeAlias = _typing.Literal["budget_usd"]  # noqa: Y015
+    _WhichOneofArgType__budget_usd: _TypeAlias = _typing.Literal["_budget_usd", b"_budget_usd"]  # noqa: Y015
     _WhichOneofReturnType__discord_thread_id: _TypeAlias = _typing.Literal["discord_thread_id"]  # noqa: Y015
     _WhichOneofArgType__discord_thread_id: _TypeAlias = _typing.Literal["_discord_thread_id", b"_discord_thread_id"]  # noqa: Y015
     _WhichOneofReturnType__estimate_minutes: _TypeAlias = _typing.Literal["estimate_minutes"]  # noqa: Y015
@@ -719,6 +746,8 @@ class UpdateTaskRequest(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__assigned_to) -> _WhichOneofReturnType__assigned_to | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__broker_status) -> _WhichOneofReturnType__broker_status | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__budget_usd) -> _WhichOneofReturnType__budget_usd | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__discord_thread_id) -> _WhichOneofReturnType__discord_thread_id | None: ...
     @_typing.overload
