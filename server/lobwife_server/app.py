@@ -159,8 +159,21 @@ class LobwifeServer:
         self.tasks.broker = self.broker
         builtins[EXPIRE_JOB] = self.broker.expiry_job()
         if cfg.vault.path is not None:
+            # A push to an http(s) remote (GitHub) takes a broker service token, so the vault needs no key
+            # of its own; without a GitHub App the clone's own credentials are used (SSH, a file remote).
+            broker = self.broker
+
+            async def vault_token() -> str | None:
+                try:
+                    return await broker.service_token_for("lobwife-vault")
+                except ApiError as e:
+                    # The cycle's reason names only the failure's kind; the broker's message (never a
+                    # secret) says why, here.
+                    log.warning("vault: no service token from the broker: %s", e.message)
+                    raise
+
             # A path that is not a git work tree stops the start here, saying why (VaultError).
-            self.vault = VaultRunner(self.db, cfg.vault)
+            self.vault = VaultRunner(self.db, cfg.vault, token=vault_token if broker.configured else None)
             await self.vault.check()
             builtins[SYNC_JOB] = self.vault.job()
         # The URL jobs get is only known once the HTTP port is bound (it may be 0 in tests).

@@ -18,7 +18,9 @@ Fault knobs (each counted down by the answers it takes): ``fail_next`` (5xx), ``
 (GitHub's secondary rate limit: 403 with ``Retry-After``), ``reject_next`` (422), ``garbage_next``
 (a body that is not JSON); ``delay`` (seconds before every answer) and ``clock_skew``. ``calls``
 counts the calls per endpoint (``access_tokens``, ``installation``, ``revoke``, ``repositories``),
-``max_in_flight`` the most answered at once.
+``max_in_flight`` the most answered at once. ``token_state``/``token_valid`` say what it issued as a token
+and whether it still takes it, ``expire`` ends a token's life early (the git remote of
+``tests/fakes/git_http.py`` takes these tokens as GitHub's git does).
 
 Usable from sync tests and from a server process pointed at ``url``::
 
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import email.utils
 import json
 import secrets
@@ -256,6 +259,26 @@ class FakeGitHub(LocalServer):
         now = self.now()
         with self._lock:
             return [t for t, i in self.issued.items() if not i.revoked and i.expires_at > now]
+
+    def token_state(self, token: str) -> IssuedToken | None:
+        """A copy of what the stand-in issued as ``token`` (scope, permissions, expiry on its clock, revoked),
+        None for a token it never issued: for stand-ins that take its tokens (``git_http.py``) and tests."""
+        with self._lock:
+            issued = self.issued.get(token)
+            return dataclasses.replace(issued, permissions=dict(issued.permissions)) if issued else None
+
+    def token_valid(self, token: str) -> IssuedToken | None:
+        """``token_state`` when the token is still good (issued here, not revoked, not expired), else None."""
+        issued = self.token_state(token)
+        if issued is None or issued.revoked or issued.expires_at <= self.now():
+            return None
+        return issued
+
+    def expire(self, token: str) -> None:
+        """Ends ``token``'s life now on the stand-in's clock, as if its hour were up, while its holders (the
+        broker's cache) still believe it good."""
+        with self._lock:
+            self.issued[token].expires_at = self.now() - 1
 
     def _add(self, n: int, fault: _Fault) -> None:
         if fault.endpoint is not None and fault.endpoint not in ENDPOINTS:

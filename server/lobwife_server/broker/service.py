@@ -587,6 +587,28 @@ class BrokerService:
     ) -> broker_pb2.IssueServiceTokenResponse:
         service = check_text("service", req.service, MAX_SHORT, required=True)
         assert service is not None
+        token = await self._service_token(service, ctx.caller())
+        resp = broker_pb2.IssueServiceTokenResponse(token=token.token)
+        resp.expires_at.FromDatetime(token.expires_at)
+        return resp
+
+    @property
+    def configured(self) -> bool:
+        """Whether a GitHub App is configured (else every token request is refused as not configured)."""
+        return self.github is not None and self.settings.github is not None
+
+    async def service_token_for(self, service: str) -> str | None:
+        """A service token for one of lobwife's own parts (the vault's push: ``lobwife-vault``), with no RPC
+        behind it: the same token, cache and audit row as IssueServiceToken, the part's name standing for
+        both the reference and who asked. None when the broker is not configured; an ApiError (UNAVAILABLE,
+        DEADLINE_EXCEEDED) when GitHub cannot give one, whose message is safe to log."""
+        if not self.configured:
+            return None
+        return (await self._service_token(service, service)).token
+
+    async def _service_token(self, service: str, who: str) -> InstallationToken:
+        """An installation-wide token (from the cache, or fetched), audited ``service_token_issued`` (the
+        row committed before it is returned, as for task tokens)."""
         github = self.github
         gh = self.settings.github
         if github is None or gh is None:
@@ -598,15 +620,13 @@ class BrokerService:
             return github.create_installation_token(None, perms, deadline=time.monotonic() + timeout)
 
         token, reused = await self.cache.get(key, fetch, deadline=time.monotonic() + timeout)
-        who, digest, now = ctx.caller(), token_digest(token.token), now_us()
+        digest, now = token_digest(token.token), now_us()
         await self.db.write(
             lambda c, w: self.store.insert_audit(
                 c, service, None, "service_token_issued", now, identity=who, token_sha256=digest, reused=reused
             )
         )
-        resp = broker_pb2.IssueServiceTokenResponse(token=token.token)
-        resp.expires_at.FromDatetime(token.expires_at)
-        return resp
+        return token
 
     def _revoke_later(self, ref: str, tokens: list[InstallationToken], why: str) -> None:
         if not tokens or self.github is None:
