@@ -5,7 +5,9 @@
 
 1. **Rates**: a real lobwife server (``--jobs ''``, free 127.0.0.1 ports) and h2load at 64 calls
    in flight (8 connections x 8 streams): CreateTask (a task row and its event) and RecordCost
-   (a cost event for T1, priced by the table, and its hourly rollup row) in interleaved pairs,
+   (a cost event for T1, priced by the table, and its hourly rollup row; with a default budget
+   for T1's type and a fleet daily budget, neither reached, so each record checks both) in
+   interleaved pairs,
    the order swapped every other round. Target: RecordCost >= 0.9x CreateTask's rate. Server CPU
    per request is printed beside the rates (the machine is shared: compare those when rates swing).
 2. **Summaries at scale**: the server is stopped, N events (default 1,000,000) are written into its
@@ -84,6 +86,8 @@ def start(state: Path, log: Path, timeout: float = 60.0) -> Server:
     cmd = [
         sys.executable, "-m", "lobwife_server", "--state-dir", str(state), "--grpc-port", str(gport),
         "--http-port", str(hport), "--log-level", "warning", "--jobs", "",
+        # Budgets on, never reached: every record checks its task's budget and the fleet's day.
+        "--task-budget", "swe=1000000", "--fleet-daily-budget", "1000000",
     ]  # fmt: skip
     srv = bench_run.spawn("lobwife", cmd, log)
     deadline = time.monotonic() + timeout

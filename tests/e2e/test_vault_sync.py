@@ -1,7 +1,9 @@
 """The vault sync wired into the real server: VAULT_PATH turns it on, the built-in job is listed, the
 first cycle writes every task and pushes to a bare remote, a finished task is synced soon after
 (debounced) and moves folder, TriggerSync and GetSyncStatus answer, a person's edit pushed meanwhile
-survives, and a path that is not a git clone stops the start saying why."""
+survives, and a path that is not a git clone stops the start saying why. A full rebuild asked over
+HTTP and gRPC restores the keys a person broke; a refused push shows in the status; the cost and
+audit pages follow RecordCost, CreateFinding and ResolveFinding, and an unchanged cycle commits nothing."""
 
 from __future__ import annotations
 
@@ -10,8 +12,10 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from tests.conftest import ROOT, start_server, subprocess_env
 from tests.http_util import curl
@@ -123,11 +127,10 @@ def test_the_server_keeps_the_vault(tmp_path: Path, repos: tuple[Path, Path, Pat
 def test_without_a_vault_sync_is_off_and_a_bad_path_stops_the_start(tmp_path: Path) -> None:
     srv = start_server(tmp_path / "state")
     try:
-        assert curl("GET", srv.http_url + "/api/v1/sync").json == {
-            "enabled": False,
-            "last_sync": None,
-            "running": False,
-        }
+        status = curl("GET", srv.http_url + "/api/v1/sync").json
+        # The legacy three keys come first, as the old daemon answered.
+        assert list(status)[:3] == ["enabled", "last_sync", "running"]
+        assert (status["enabled"], status["last_sync"], status["running"]) == (False, None, False)
         assert curl("POST", srv.http_url + "/api/v1/sync/trigger").status == 503
     finally:
         srv.terminate()
@@ -143,3 +146,161 @@ def test_without_a_vault_sync_is_off_and_a_bad_path_stops_the_start(tmp_path: Pa
         timeout=30,
     )  # fmt: skip
     assert done.returncode == 1 and "git" in done.stderr and str(not_git) in done.stderr, done.stderr
+
+
+def sync_status(u: str) -> dict[str, Any]:
+    reply = curl("GET", u + "/api/v1/sync")
+    assert reply.status == 200, reply.body
+    out: dict[str, Any] = reply.json
+    return out
+
+
+def after_next_cycle(u: str, before: object, timeout: float = 30.0) -> dict[str, Any]:
+    """The sync status once a cycle that ended after ``before`` (a ``last_attempt``) is done."""
+    seen: dict[str, Any] = {}
+
+    def ended() -> bool:
+        seen.update(sync_status(u))
+        return seen.get("last_attempt") not in (None, before) and seen.get("running") is False
+
+    wait_for(ended, timeout)
+    return seen
+
+
+def frontmatter_of(text: str) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(text.split("---\n", 2)[1])
+    return data
+
+
+def test_a_full_rebuild_over_http_and_grpc_restores_what_a_person_broke(
+    tmp_path: Path, repos: tuple[Path, Path, Path]
+) -> None:
+    remote, vault, person = repos
+    srv = start_server(tmp_path / "state", env={"VAULT_PATH": str(vault), "VAULT_SYNC_INTERVAL": "3600"})
+    rel = "010-tasks/active/T1.md"
+
+    def break_t1() -> None:
+        git(person, "pull", "-q", "--rebase", "origin", "main")
+        page = person / rel
+        text = page.read_text().replace("status: queued", "status: nonsense").replace("name: Fix login", "name: x")
+        page.write_text(text.replace("---\n", "---\nreviewer: alice\n", 1))
+        git(person, "commit", "-q", "-am", "a person breaks the owned keys")
+        git(person, "push", "-q", "origin", "HEAD:main")
+
+    try:
+        u = srv.http_url
+        assert curl("POST", u + "/api/v1/tasks", {"name": "Fix login", "type": "swe"}).status == 201
+        # The legacy call, no body at all, still works.
+        assert curl("POST", u + "/api/v1/sync/trigger").json == {"status": "sync requested"}
+        wait_for(lambda: on_remote(remote, rel) is not None)
+        first = after_next_cycle(u, None)
+        break_t1()
+        # An ordinary cycle leaves T1 alone: the task did not change.
+        assert curl("POST", u + "/api/v1/sync/trigger", {}).json == {"status": "sync requested"}
+        plain = after_next_cycle(u, first["last_attempt"])
+        assert plain["last_full"] is False and "status: nonsense" in (on_remote(remote, rel) or "")
+        bad = curl("POST", u + "/api/v1/sync/trigger", {"full": "yes"})
+        assert bad.status == 400 and "full" in bad.body.decode(), bad.body
+        # Over HTTP.
+        assert curl("POST", u + "/api/v1/sync/trigger", {"full": True}).json == {"status": "full sync requested"}
+        full = after_next_cycle(u, plain["last_attempt"])
+        assert full["last_full"] is True and full["full_pending"] is False and full["last_error"] == ""
+        assert full["last_pushed"] is True and full["last_written"] >= 1 and full["last_commit"]
+        fixed = frontmatter_of(on_remote(remote, rel) or "")
+        assert (fixed["status"], fixed["name"], fixed["reviewer"]) == ("queued", "Fix login", "alice")
+
+        # Over gRPC: the CLI asks for a full rebuild and waits for it.
+        break_t1()
+        done = subprocess.run(
+            [sys.executable, "-m", "lobwife", "vault", "sync", "--full", "--wait", "30"],
+            env=subprocess_env(LOBWIFE_ADDR=srv.grpc_addr, LOBWIFE_TOKEN=""),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("synced at ") and ", a full rebuild: " in done.stdout, done.stdout
+        again = frontmatter_of(on_remote(remote, rel) or "")
+        assert (again["status"], again["name"], again["reviewer"]) == ("queued", "Fix login", "alice")
+    finally:
+        assert srv.terminate() == 0
+
+
+def test_a_refused_push_shows_in_the_status(tmp_path: Path, repos: tuple[Path, Path, Path]) -> None:
+    remote, vault, _ = repos
+    hook = remote / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'pushes are closed today' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    srv = start_server(tmp_path / "state", env={"VAULT_PATH": str(vault), "VAULT_SYNC_INTERVAL": "3600"})
+    try:
+        u = srv.http_url
+        assert curl("POST", u + "/api/v1/tasks", {"name": "Fix login"}).status == 201
+        assert curl("POST", u + "/api/v1/sync/trigger", {"full": True}).status == 200
+        failed = after_next_cycle(u, None)
+        error = str(failed["last_error"])
+        assert "git push failed" in error and "pushes are closed today" in error, failed
+        assert failed["last_sync"] is None and failed["last_pushed"] is False and failed["last_commit"]
+        assert failed["last_written"] >= 2 and failed["last_full"] is True
+        assert failed["full_pending"] is True  # a full rebuild that failed is still owed
+        # The CLI's wait says why rather than only timing out.
+        out = subprocess.run(
+            [sys.executable, "-m", "lobwife", "vault", "sync", "--wait", "20"],
+            env=subprocess_env(LOBWIFE_ADDR=srv.grpc_addr, LOBWIFE_TOKEN=""),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 1 and "pushes are closed today" in out.stderr, out.stderr
+        hook.unlink()
+        assert curl("POST", u + "/api/v1/sync/trigger").status == 200
+        ok = after_next_cycle(u, sync_status(u)["last_attempt"])
+        assert ok["last_error"] == "" and ok["last_pushed"] is True and ok["last_sync"] is not None
+        assert ok["full_pending"] is False
+    finally:
+        assert srv.terminate() == 0
+
+
+def test_cost_and_audit_pages_follow_the_data(tmp_path: Path, repos: tuple[Path, Path, Path]) -> None:
+    remote, vault, _ = repos
+    srv = start_server(tmp_path / "state", env={"VAULT_PATH": str(vault), "VAULT_SYNC_INTERVAL": "3600"})
+    try:
+        u = srv.http_url
+        assert curl("POST", u + "/api/v1/tasks", {"name": "Fix login", "type": "swe"}).status == 201
+        for model, usd in (("claude-opus", 1.5), ("claude-opus", 0.25), ("claude-haiku", 0.125)):
+            cost = {"task_id": "T1", "model": model, "input_tokens": 1000, "output_tokens": 10, "cost_usd": usd}
+            assert curl("POST", u + "/api/costs", cost).status in (200, 201)
+        for title, severity in (("token in a log | leaked", "high"), ("slow test", "low"), ("open port", "critical")):
+            finding = {"category": "security", "title": title, "severity": severity, "subject": "T1"}
+            assert curl("POST", u + "/api/audits", finding).status in (200, 201)
+        assert curl("POST", u + "/api/v1/sync/trigger").status == 200
+        first = after_next_cycle(u, None)
+        assert first["last_error"] == "", first
+        costs_text = on_remote(remote, "010-tasks/_costs.md") or ""
+        costs = frontmatter_of(costs_text)
+        assert (costs["cost_usd"], costs["calls"], costs["models"], costs["rows"]) == (1.875, 3, 2, 30)
+        assert "| claude-opus | 2 | 2000 | 20 | 0 | 0 | 0 | 1.7500 |" in costs_text
+        audits_text = on_remote(remote, "010-tasks/_audits.md") or ""
+        audits = frontmatter_of(audits_text)
+        assert (audits["open"], audits["critical"], audits["high"], audits["low"]) == (3, 1, 1, 1)
+        lines = [ln for ln in audits_text.splitlines() if ln.startswith("| ") and "[[T1]]" in ln]
+        assert [ln.split(" | ")[0] for ln in lines] == ["| critical", "| high", "| low"]
+        assert "token in a log \\| leaked" in audits_text
+
+        # Nothing changed: the next cycle writes and commits nothing.
+        commits = git(remote, "rev-list", "--count", "main")
+        assert curl("POST", u + "/api/v1/sync/trigger").status == 200
+        idle = after_next_cycle(u, first["last_attempt"])
+        assert idle["last_error"] == "" and idle["last_commit"] == "" and idle["last_written"] == 0, idle
+        assert git(remote, "rev-list", "--count", "main") == commits
+
+        # A finding resolved: the page follows at the next cycle.
+        resolved = curl("POST", u + "/api/v1/findings/3:resolve", {"resolution": "closed", "actor": "ops"})
+        assert resolved.status == 200, resolved.body
+        assert curl("POST", u + "/api/v1/sync/trigger").status == 200
+        after = after_next_cycle(u, idle["last_attempt"])
+        assert after["last_written"] == 1 and after["last_commit"], after
+        assert frontmatter_of(on_remote(remote, "010-tasks/_audits.md") or "")["open"] == 2
+    finally:
+        assert srv.terminate() == 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -94,6 +94,28 @@ class JobControl(Protocol):
     async def delete_job(self, name: str) -> None: ...
 
 
+class SyncCycle(Protocol):
+    """What GetSyncStatus shows of the last vault sync cycle (vault/sync.py's SyncResult has it)."""
+
+    @property
+    def written(self) -> Sequence[object]: ...
+    @property
+    def moved(self) -> Sequence[object]: ...
+    @property
+    def removed(self) -> Sequence[object]: ...
+    @property
+    def skipped(self) -> Sequence[object]: ...
+    @property
+    def commit(self) -> str | None: ...
+    @property
+    def pushed(self) -> bool: ...
+    #: Why it failed, already free of secrets (the vault replaces a token with `***`); None: it succeeded.
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def duration_s(self) -> float: ...
+
+
 class SyncControl(Protocol):
     """What GetSyncStatus and TriggerSync ask of the vault sync (vault/runner.py implements it)."""
 
@@ -102,9 +124,18 @@ class SyncControl(Protocol):
 
     #: Epoch seconds of the last cycle that succeeded; None before one.
     last_sync: float | None
+    #: Epoch seconds the last cycle ended, whether it succeeded or not; None before one.
+    last_attempt: float | None
+    last_full: bool
 
-    def request(self) -> None:
-        """A cycle as soon as possible."""
+    @property
+    def last(self) -> SyncCycle | None: ...
+
+    @property
+    def full_pending(self) -> bool: ...
+
+    def request(self, full: bool = False) -> None:
+        """A cycle as soon as possible; ``full``: a full rebuild."""
         ...
 
 
@@ -301,16 +332,29 @@ class JobService:
         sync = self.sync
         if sync is None:
             return jobs_pb2.GetSyncStatusResponse(enabled=False)
-        resp = jobs_pb2.GetSyncStatusResponse(enabled=True, running=sync.running)
+        resp = jobs_pb2.GetSyncStatusResponse(enabled=True, running=sync.running, full_pending=sync.full_pending)
         if sync.last_sync is not None:
             resp.last_sync.FromNanoseconds(int(sync.last_sync * 1e9))
+        last = sync.last
+        if last is not None:
+            if sync.last_attempt is not None:
+                resp.last_attempt.FromNanoseconds(int(sync.last_attempt * 1e9))
+            resp.last_error = last.error or ""
+            resp.last_commit = last.commit or ""
+            resp.last_pushed = last.pushed
+            resp.last_written = len(last.written)
+            resp.last_moved = len(last.moved)
+            resp.last_removed = len(last.removed)
+            resp.last_skipped = len(last.skipped)
+            resp.last_full = sync.last_full
+            resp.last_duration.FromNanoseconds(int(last.duration_s * 1e9))
         return resp
 
     async def TriggerSync(self, req: jobs_pb2.TriggerSyncRequest, ctx: CallContext) -> jobs_pb2.TriggerSyncResponse:
         if self.sync is None:
             raise unavailable("vault sync is not enabled (set VAULT_PATH or --vault to a git clone of the vault)")
-        self.sync.request()
-        return jobs_pb2.TriggerSyncResponse(status="sync requested")
+        self.sync.request(full=req.full)
+        return jobs_pb2.TriggerSyncResponse(status="full sync requested" if req.full else "sync requested")
 
 
 def _effective(m: jobs_pb2.Job, d: job_defs.JobDef) -> None:

@@ -2,13 +2,14 @@
 
 ``render`` says what the files hold (the owned keys, the folder rule, the overview, summary pages),
 ``files`` writes them safely (no symlinks, whole files), ``git`` runs git off the event loop (the
-token, the index.lock policy), ``sync`` is one cycle (:class:`VaultSync`). See docs/vault.md.
+token, the index.lock policy), ``sync`` is one cycle (:class:`VaultSync`), ``pages`` makes the server's
+summary pages (costs, open audit findings) and ``runner`` runs cycles in the server. See docs/vault.md.
 
-Not wired into the server yet. May import ``core``, ``storage`` and the generated protos; not
-another domain.
+May import ``core``, ``storage`` and the generated protos; not another domain (their data comes
+through ``storage.vault_store``).
 """
 
-from lobwife_server.vault.render import FOLDER_OF, OVERVIEW_KEYS, OWNED_KEYS, TASKS_DIR, TablePage
+from lobwife_server.vault.render import FOLDER_OF, OVERVIEW_KEYS, OWNED_KEYS, TASKS_DIR, Table, TablePage
 from lobwife_server.vault.sync import Skipped, SyncResult, VaultError, VaultSync
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "TASKS_DIR",
     "Skipped",
     "SyncResult",
+    "Table",
     "TablePage",
     "VaultError",
     "VaultSync",

@@ -226,6 +226,10 @@ def split_document(text: str) -> Document:
         data = yaml.load(fm, Loader=_Loader)
     except yaml.YAMLError as e:
         raise FrontmatterError(f"frontmatter does not parse: {_yaml_reason(e)}") from None
+    except (ValueError, OverflowError, RecursionError) as e:
+        # Well-formed YAML whose value cannot be built: a date that does not exist (2026-02-30), a
+        # number out of range, nesting deeper than the parser's recursion.
+        raise FrontmatterError(f"frontmatter has a value that cannot be read: {str(e)[:120]}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -434,13 +438,54 @@ def overview_body() -> str:
 Scalar = str | int | float | bool | None
 
 
+def _cell(v: Scalar) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return one_line(str(v), limit=500).replace("\\", "\\\\").replace("|", "\\|")
+
+
+def _check_rows(columns: Sequence[str], rows: Sequence[Sequence[Scalar]]) -> None:
+    for row in rows:
+        if len(row) != len(columns):
+            raise ValueError(f"a row has {len(row)} cells for {len(columns)} columns")
+
+
+def _section(heading: str, columns: Sequence[str], rows: Sequence[Sequence[Scalar]], note: str) -> list[str]:
+    """One table's lines: an optional ``###`` heading, the table, an optional line under it."""
+    out = [f"### {one_line(heading)}", ""] if heading else []
+    out.append("| " + " | ".join(_cell(c) for c in columns) + " |")
+    out.append("|" + "|".join("---" for _ in columns) + "|")
+    out.extend("| " + " | ".join(_cell(v) for v in row) + " |" for row in rows)
+    if note:
+        out += ["", one_line(note, limit=1000)]
+    return out
+
+
+@dataclass(frozen=True)
+class Table:
+    """A further table on a summary page (:attr:`TablePage.more`), under its own heading."""
+
+    heading: str
+    columns: Sequence[str]
+    rows: Sequence[Sequence[Scalar]]
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        _check_rows(self.columns, self.rows)
+
+
 @dataclass(frozen=True)
 class TablePage:
     """A summary page (``010-tasks/_costs.md``, ``_audits.md``) from plain rows the caller hands over.
 
-    ``summary`` becomes owned frontmatter keys (with ``page`` and ``rows``); the table is written
-    between :data:`TABLE_BEGIN` and :data:`TABLE_END` and only there, so the rest of the body is the
-    people's. Cells are text on one line: ``|`` and ``<`` are escaped, line breaks become spaces.
+    ``summary`` becomes owned frontmatter keys (with ``page`` and ``rows``, the main table's row
+    count); the tables are written between :data:`TABLE_BEGIN` and :data:`TABLE_END` and only there,
+    so the rest of the body is the people's. Cells, headings and notes are text on one line: ``|``
+    (in cells) and ``<`` are escaped, line breaks become spaces, so no value can end the table or
+    the marked region. ``heading`` and ``note`` go above and under the main table; ``more`` adds
+    tables after it, in the same region.
     """
 
     name: str
@@ -448,6 +493,9 @@ class TablePage:
     columns: Sequence[str]
     rows: Sequence[Sequence[Scalar]]
     summary: Mapping[str, Scalar] = field(default_factory=dict)
+    heading: str = ""
+    note: str = ""
+    more: Sequence[Table] = ()
 
     def __post_init__(self) -> None:
         if not PAGE_NAME.fullmatch(self.name):
@@ -457,9 +505,7 @@ class TablePage:
                 raise ValueError(f"summary key must match {PAGE_KEY.pattern} and not be page/rows, got {k!r}")
             if not isinstance(v, str | int | float | bool | type(None)):
                 raise ValueError(f"summary value for {k!r} must be a scalar, got {type(v).__name__}")
-        for row in self.rows:
-            if len(row) != len(self.columns):
-                raise ValueError(f"a row has {len(row)} cells for {len(self.columns)} columns")
+        _check_rows(self.columns, self.rows)
 
     @property
     def path(self) -> str:
@@ -469,17 +515,11 @@ class TablePage:
         return {"page": self.name, "rows": len(self.rows), **self.summary}
 
     def table(self) -> str:
-        def cell(v: Scalar) -> str:
-            if v is None:
-                return ""
-            if isinstance(v, float):
-                return f"{v:.6g}"
-            return one_line(str(v), limit=500).replace("\\", "\\\\").replace("|", "\\|")
-
-        head = "| " + " | ".join(cell(c) for c in self.columns) + " |"
-        rule = "|" + "|".join("---" for _ in self.columns) + "|"
-        body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in self.rows]
-        return "\n".join([TABLE_BEGIN, head, rule, *body, TABLE_END]) + "\n"
+        lines = [TABLE_BEGIN, *_section(self.heading, self.columns, self.rows, self.note)]
+        for t in self.more:
+            lines += ["", *_section(t.heading, t.columns, t.rows, t.note)]
+        lines.append(TABLE_END)
+        return "\n".join(lines) + "\n"
 
     def new_body(self) -> str:
         return (

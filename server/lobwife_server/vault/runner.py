@@ -4,7 +4,9 @@ finishes, and what GetSyncStatus / TriggerSync answer.
 Each cycle writes the tasks that changed since the durable cursor (``storage.vault_store``: a
 ``task_events`` id kept in ``meta``), and moves the cursor only when the cycle succeeded, so a
 failed cycle (a conflict, a refused push, a full disk) is tried again with the same tasks and
-more. The first cycle, and one asked with ``full``, rebuilds from every task.
+more. The first cycle, and one asked with ``full``, rebuilds from every task. Every cycle also
+rewrites the summary pages (``vault.pages``: costs, open audit findings), which change only when
+their data did.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from google.protobuf import duration_pb2
 from lobwife.v1 import jobs_pb2
 from lobwife_server.storage import vault_store
 from lobwife_server.storage.interfaces import Storage
+from lobwife_server.vault import pages
+from lobwife_server.vault.render import TablePage
 from lobwife_server.vault.sync import SyncResult, VaultSync
 
 log = logging.getLogger("lobwife.vault")
@@ -60,6 +64,14 @@ class VaultRunner:
         self.sync = VaultSync(settings.path, remote=settings.remote, token=token)
         self.last_sync: float | None = None  # epoch seconds of the last cycle that succeeded
         self.last: SyncResult | None = None
+        self.last_attempt: float | None = None  # epoch seconds the last cycle ended, ok or not
+        self.last_full = False  # whether the last cycle was a full rebuild
+        # A full rebuild asked for (TriggerSync `full`) and not yet done: kept until a full cycle
+        # succeeds, so one asked while a cycle runs, or one whose cycle failed, is not lost.
+        self._full_pending = False
+        # One cycle at a time (the job's and the watch's): a cycle's cursor read, sync and cursor
+        # write must not interleave with another's.
+        self._cycle = asyncio.Lock()
         self._running = False
         self._requested = asyncio.Event()
         self._watch: asyncio.Task[None] | None = None
@@ -68,29 +80,53 @@ class VaultRunner:
     def running(self) -> bool:
         return self._running
 
+    @property
+    def full_pending(self) -> bool:
+        return self._full_pending
+
     async def check(self) -> None:
         """VaultError when the path is not a usable git work tree (the server says so at start)."""
         await self.sync.check()
 
     async def run_once(self, *, full: bool = False) -> SyncResult:
-        """One cycle; the cursor moves when it succeeds."""
-        self._running = True
-        try:
-            start = await self.db.read(vault_store.cursor)
-            if full or start is None:
-                tasks, newest = await self.db.read(vault_store.all_tasks)
-                result = await self.sync.sync(tasks, full=True)
-            else:
-                tasks, newest = await self.db.read(lambda c: vault_store.changed_since(c, start))
-                result = await self.sync.sync(tasks)
-            self.last = result
-            if result.ok:
-                self.last_sync = time.time()
-                if newest != start:
-                    await self.db.write(lambda c, w: vault_store.set_cursor(c, newest))
-            return result
-        finally:
-            self._running = False
+        """One cycle (after the one under way, if any); the cursor moves when it succeeds.
+
+        ``full``, or a full rebuild asked for earlier and not yet done, rewrites every task file.
+        """
+        async with self._cycle:
+            self._running = True
+            # Taken now: a full request from here on is for the next cycle.
+            asked = full = full or self._full_pending
+            self._full_pending = False
+            done = False
+            try:
+                start = await self.db.read(vault_store.cursor)
+                summaries = await self._pages()
+                if full or start is None:
+                    full = True
+                    tasks, newest = await self.db.read(vault_store.all_tasks)
+                else:
+                    tasks, newest = await self.db.read(lambda c: vault_store.changed_since(c, start))
+                result = await self.sync.sync(tasks, full=full, pages=summaries)
+                self.last, self.last_full, self.last_attempt = result, full, time.time()
+                if result.ok:
+                    self.last_sync = self.last_attempt
+                    if newest != start:
+                        await self.db.write(lambda c, w: vault_store.set_cursor(c, newest))
+                    done = True
+                return result
+            finally:
+                if asked and not done:
+                    self._full_pending = True
+                self._running = False
+
+    async def _pages(self) -> list[TablePage]:
+        """The summary pages, from one read snapshot (off the loop, like every read)."""
+        read = functools.partial(
+            vault_store.summaries, now=int(time.time() * 1_000_000), days=pages.COST_DAYS, limit=pages.AUDIT_ROWS
+        )
+        window, found = await self.db.read(read)
+        return [pages.cost_page(window), pages.audit_page(found)]
 
     async def job_run(self) -> str:
         """The built-in job's run: a failed cycle fails the run, saying why."""
@@ -117,8 +153,10 @@ class VaultRunner:
         job.interval.FromNanoseconds(int(self.settings.interval * 1e9))
         return job, self.job_run
 
-    def request(self) -> None:
-        """TriggerSync: a cycle as soon as the one under way (if any) ends."""
+    def request(self, full: bool = False) -> None:
+        """TriggerSync: a cycle as soon as the one under way (if any) ends; ``full``: a full rebuild."""
+        if full:
+            self._full_pending = True
         self._requested.set()
 
     def start(self) -> None:
@@ -147,7 +185,10 @@ class VaultRunner:
                     wanted = start is not None and await self.db.read(
                         functools.partial(vault_store.finished_since, after=start)
                     )
-                if wanted and not self._running:
+                if wanted:
+                    # Cleared before waiting for a cycle under way to end: a request from now on
+                    # asks for the cycle after this one. (Left set while a cycle ran, the event
+                    # made this loop spin without yielding.)
                     self._requested.clear()
                     await self.run_once()
             except Exception as e:  # a database refusal; the next look tries again

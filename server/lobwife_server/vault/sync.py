@@ -152,7 +152,7 @@ class VaultSync:
     ) -> SyncResult:
         """One cycle for ``tasks`` (the changed ones; with ``full``, all of them).
 
-        ``full`` also removes task files of tasks not in ``tasks`` and takes the overview's counts
+        ``full`` also reports (and keeps) task files of tasks not in ``tasks`` and takes the overview's counts
         from ``tasks``; otherwise the overview is counted from the vault's files, as updated.
         Never raises for a vault problem: the result's ``error`` says what went wrong.
         """
@@ -371,13 +371,12 @@ class VaultSync:
                 number, status, render.iso(task.updated_at), render.iso(task.completed_at)
             )
         if full:
+            # A task file of a task lobwife does not have is kept: lobwife never deletes a task (a cancel
+            # is a status), so such a file came from elsewhere (the old fleet's vault, a person) and may
+            # hold the only copy of someone's notes. It is reported; `lobwife vault import` reads it.
             for number, paths in sorted(existing.items()):
-                if number in latest:
-                    continue
-                for rel in paths:
-                    text = self._read(rel, plan.skipped)
-                    if isinstance(text, str) and self._parses(rel, text, plan.skipped):
-                        plan.removes.append(rel)
+                if number not in latest:
+                    plan.skipped.extend(Skipped(rel, f"no task T{number} in lobwife: kept") for rel in paths)
         else:
             self._count_files(existing, entries)
         self._plan_overview(plan, entries.values())

@@ -166,6 +166,27 @@ async def test_broken_frontmatter_is_left_untouched_and_reported(repos: Repos) -
     assert r.written == [f"{ACTIVE}/T2.md", "010-tasks/_overview.md"]
 
 
+@pytest.mark.parametrize(
+    "frontmatter_text",
+    ["created: 2026-02-30\n", "completed: 2026-13-01T10:00:00Z\n"],
+    ids=["a-day-that-does-not-exist", "a-month-that-does-not-exist"],
+)
+async def test_yaml_that_parses_but_cannot_be_built_is_left_and_reported(repos: Repos, frontmatter_text: str) -> None:
+    sync = vault_sync(repos)
+    assert (await sync.sync([task(1), task(2)])).ok
+    repos.person_pull()
+    odd = f"---\n{frontmatter_text}---\nnotes\n"
+    (repos.person / f"{ACTIVE}/T1.md").write_text(odd)
+    repos.person_commit("odd value")
+    repos.person_push()
+
+    r = await sync.sync([task(1, "completed"), task(2, "queued")])
+    assert r.ok, r.error  # one odd file fails no cycle
+    assert [s.path for s in r.skipped] == [f"{ACTIVE}/T1.md"] and "cannot be read" in r.skipped[0].reason
+    assert (repos.vault / f"{ACTIVE}/T1.md").read_text() == odd
+    assert frontmatter(repos.vault / f"{ACTIVE}/T2.md")["status"] == "queued"
+
+
 async def test_hostile_task_text_never_becomes_a_path_or_a_key(repos: Repos) -> None:
     names = ["../../etc/passwd", "x\n---\nstatus: completed\nevil: true\n---\n", "../../../outside/T1.md"]
     tasks = [task(n, name=name, slug=name, assigned_to=name) for n, name in enumerate(names, start=1)]
@@ -278,7 +299,7 @@ async def test_empty_remote_gets_its_first_branch(tmp_path: Path) -> None:
     assert git(remote, "rev-parse", "main").strip() == r.commit
 
 
-async def test_full_rebuild_removes_stale_files_and_copies(repos: Repos) -> None:
+async def test_full_rebuild_removes_stale_copies_and_keeps_files_of_unknown_tasks(repos: Repos) -> None:
     sync = vault_sync(repos)
     assert (await sync.sync([task(1), task(2), task(3, "failed")], full=True)).ok
     repos.person_pull()
@@ -290,11 +311,13 @@ async def test_full_rebuild_removes_stale_files_and_copies(repos: Repos) -> None
 
     r = await sync.sync([task(1), task(2)], full=True)
     assert r.ok, r.error
-    assert sorted(r.removed) == [f"{FAILED}/T1.md", f"{FAILED}/T3.md"]
-    assert not (repos.vault / f"{FAILED}/T3.md").exists() and (repos.vault / f"{ACTIVE}/meeting.md").exists()
-    assert frontmatter(repos.vault / "010-tasks/_overview.md")["total"] == 2
+    # The stale copy of T1 goes; T3's file stays (no such task: it may be someone's only notes), reported.
+    assert r.removed == [f"{FAILED}/T1.md"]
+    assert [(s.path, s.reason) for s in r.skipped] == [(f"{FAILED}/T3.md", "no task T3 in lobwife: kept")]
+    assert (repos.vault / f"{FAILED}/T3.md").exists() and (repos.vault / f"{ACTIVE}/meeting.md").exists()
+    assert frontmatter(repos.vault / "010-tasks/_overview.md")["total"] == 2  # counted from the tasks given
     tracked = git(repos.remote, "ls-tree", "-r", "--name-only", "main").split()
-    assert f"{FAILED}/T3.md" not in tracked and f"{ACTIVE}/meeting.md" in tracked
+    assert f"{FAILED}/T1.md" not in tracked and f"{FAILED}/T3.md" in tracked and f"{ACTIVE}/meeting.md" in tracked
 
 
 async def test_incremental_overview_counts_the_files(repos: Repos) -> None:

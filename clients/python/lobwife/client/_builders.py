@@ -526,15 +526,17 @@ def status(*, timeout: float | None = None) -> Unary[GetStatusResponse]:
 
 @_method(GET_SYNC_STATUS)
 def sync_status(*, timeout: float | None = None) -> Unary[GetSyncStatusResponse]:
-    """The vault sync job's state: enabled, running, the last sync."""
+    """The vault sync's state: enabled, running, the last success, and the last cycle (when it
+    ended, its error, commit, push and counts), and whether a full rebuild is pending."""
     return whole(GET_SYNC_STATUS, J.GetSyncStatusRequest(), timeout)
 
 
 @_method(TRIGGER_SYNC)
-def trigger_sync(*, timeout: float | None = None) -> Unary[TriggerSyncResponse]:
-    """Request a vault sync now. UNAVAILABLE when sync is not enabled, after the channel's
-    retries (``retries``, ~7.5 s by default): gRPC cannot tell that answer from an outage."""
-    return whole(TRIGGER_SYNC, J.TriggerSyncRequest(), timeout)
+def trigger_sync(*, full: bool = False, timeout: float | None = None) -> Unary[TriggerSyncResponse]:
+    """Request a vault sync now; ``full``: a full rebuild (every task file rewritten), which the
+    server keeps pending until one succeeds. UNAVAILABLE when sync is not enabled, after the
+    channel's retries (``retries``, ~7.5 s by default): gRPC cannot tell that answer from an outage."""
+    return whole(TRIGGER_SYNC, J.TriggerSyncRequest(full=full), timeout)
 
 
 # --- the server ------------------------------------------------------------------------

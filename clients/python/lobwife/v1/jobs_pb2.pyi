@@ -1050,20 +1050,70 @@ class GetSyncStatusResponse(_message.Message):
     ENABLED_FIELD_NUMBER: _builtins.int
     LAST_SYNC_FIELD_NUMBER: _builtins.int
     RUNNING_FIELD_NUMBER: _builtins.int
+    LAST_ATTEMPT_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    LAST_COMMIT_FIELD_NUMBER: _builtins.int
+    LAST_PUSHED_FIELD_NUMBER: _builtins.int
+    LAST_WRITTEN_FIELD_NUMBER: _builtins.int
+    LAST_MOVED_FIELD_NUMBER: _builtins.int
+    LAST_REMOVED_FIELD_NUMBER: _builtins.int
+    LAST_SKIPPED_FIELD_NUMBER: _builtins.int
+    LAST_FULL_FIELD_NUMBER: _builtins.int
+    LAST_DURATION_FIELD_NUMBER: _builtins.int
+    FULL_PENDING_FIELD_NUMBER: _builtins.int
     enabled: _builtins.bool
     running: _builtins.bool
+    last_error: _builtins.str
+    """Why it failed (git's message, secrets replaced by `***`); empty when it succeeded."""
+    last_commit: _builtins.str
+    """The commit it made; empty when it had nothing to commit."""
+    last_pushed: _builtins.bool
+    """Whether it pushed to the remote."""
+    last_written: _builtins.int
+    """Task and summary files written, task files moved to another folder, task files removed
+    (a full rebuild's stale copies), and files left alone because they could not be edited
+    safely (the server's log names each with the reason).
+    """
+    last_moved: _builtins.int
+    last_removed: _builtins.int
+    last_skipped: _builtins.int
+    last_full: _builtins.bool
+    """Whether it was a full rebuild."""
+    full_pending: _builtins.bool
+    """A full rebuild was asked for (TriggerSync `full`) and has not succeeded yet."""
     @_builtins.property
-    def last_sync(self) -> _timestamp_pb2.Timestamp: ...
+    def last_sync(self) -> _timestamp_pb2.Timestamp:
+        """When the last cycle that succeeded ended."""
+
+    @_builtins.property
+    def last_attempt(self) -> _timestamp_pb2.Timestamp:
+        """The fields below describe the last cycle, whether it succeeded or not (unset before one).
+        When it ended.
+        """
+
+    @_builtins.property
+    def last_duration(self) -> _duration_pb2.Duration: ...
     def __init__(
         self,
         *,
         enabled: _builtins.bool = ...,
         last_sync: _timestamp_pb2.Timestamp | None = ...,
         running: _builtins.bool = ...,
+        last_attempt: _timestamp_pb2.Timestamp | None = ...,
+        last_error: _builtins.str = ...,
+        last_commit: _builtins.str = ...,
+        last_pushed: _builtins.bool = ...,
+        last_written: _builtins.int = ...,
+        last_moved: _builtins.int = ...,
+        last_removed: _builtins.int = ...,
+        last_skipped: _builtins.int = ...,
+        last_full: _builtins.bool = ...,
+        last_duration: _duration_pb2.Duration | None = ...,
+        full_pending: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["last_sync", b"last_sync"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_attempt", b"last_attempt", "last_duration", b"last_duration", "last_sync", b"last_sync"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["enabled", b"enabled", "last_sync", b"last_sync", "running", b"running"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enabled", b"enabled", "full_pending", b"full_pending", "last_attempt", b"last_attempt", "last_commit", b"last_commit", "last_duration", b"last_duration", "last_error", b"last_error", "last_full", b"last_full", "last_moved", b"last_moved", "last_pushed", b"last_pushed", "last_removed", b"last_removed", "last_skipped", b"last_skipped", "last_sync", b"last_sync", "last_written", b"last_written", "running", b"running"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1073,12 +1123,20 @@ Global___GetSyncStatusResponse: _TypeAlias = GetSyncStatusResponse  # noqa: Y015
 class TriggerSyncRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    FULL_FIELD_NUMBER: _builtins.int
+    full: _builtins.bool
+    """Rewrite every task file (a person's edits to the keys lobwife owns are overwritten; their
+    other keys and the body stay), remove stale copies, and count the overview from the
+    database, instead of writing only the tasks changed since the last cycle.
+    """
     def __init__(
         self,
+        *,
+        full: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["full", b"full"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1090,7 +1148,7 @@ class TriggerSyncResponse(_message.Message):
 
     STATUS_FIELD_NUMBER: _builtins.int
     status: _builtins.str
-    """`sync requested`."""
+    """`sync requested` (`full sync requested` with `full`)."""
     def __init__(
         self,
         *,

@@ -213,7 +213,8 @@ class JobServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def TriggerSync(self, request, context):
-        """Requests a vault sync now. UNAVAILABLE (HTTP 503) when sync is not enabled.
+        """Requests a vault sync now; with `full`, a full rebuild (every task file rewritten). No body
+        (the legacy call) is `{}`. UNAVAILABLE (HTTP 503) when sync is not enabled.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

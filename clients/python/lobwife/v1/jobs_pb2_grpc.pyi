@@ -69,7 +69,9 @@ class JobServiceStub:
     GetSyncStatus: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.GetSyncStatusRequest, _jobs_pb2.GetSyncStatusResponse]
     """The vault sync job's state."""
     TriggerSync: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.TriggerSyncRequest, _jobs_pb2.TriggerSyncResponse]
-    """Requests a vault sync now. UNAVAILABLE (HTTP 503) when sync is not enabled."""
+    """Requests a vault sync now; with `full`, a full rebuild (every task file rewritten). No body
+    (the legacy call) is `{}`. UNAVAILABLE (HTTP 503) when sync is not enabled.
+    """
 
 @_typing.type_check_only
 class JobServiceAsyncStub(JobServiceStub):
@@ -112,7 +114,9 @@ class JobServiceAsyncStub(JobServiceStub):
     GetSyncStatus: _aio.UnaryUnaryMultiCallable[_jobs_pb2.GetSyncStatusRequest, _jobs_pb2.GetSyncStatusResponse]  # type: ignore[assignment]
     """The vault sync job's state."""
     TriggerSync: _aio.UnaryUnaryMultiCallable[_jobs_pb2.TriggerSyncRequest, _jobs_pb2.TriggerSyncResponse]  # type: ignore[assignment]
-    """Requests a vault sync now. UNAVAILABLE (HTTP 503) when sync is not enabled."""
+    """Requests a vault sync now; with `full`, a full rebuild (every task file rewritten). No body
+    (the legacy call) is `{}`. UNAVAILABLE (HTTP 503) when sync is not enabled.
+    """
 
 class JobServiceServicer(metaclass=_abc_1.ABCMeta):
     """JobService runs the fleet's shell scripts on schedules and records every run.
@@ -236,6 +240,8 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _jobs_pb2.TriggerSyncRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_jobs_pb2.TriggerSyncResponse, _abc.Awaitable[_jobs_pb2.TriggerSyncResponse]]:
-        """Requests a vault sync now. UNAVAILABLE (HTTP 503) when sync is not enabled."""
+        """Requests a vault sync now; with `full`, a full rebuild (every task file rewritten). No body
+        (the legacy call) is `{}`. UNAVAILABLE (HTTP 503) when sync is not enabled.
+        """
 
 def add_JobServiceServicer_to_server(servicer: JobServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
