@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from lobwife.v1 import audits_pb2
 from lobwife_server.storage.cost_store import Sums
 from lobwife_server.storage.vault_store import CostWindow, OpenFindings
-from lobwife_server.vault.render import Scalar, Table, TablePage
+from lobwife_server.vault.render import Scalar, Table, TablePage, TaskLink
 
 #: Days of spend the costs page shows.
 COST_DAYS = 30
@@ -120,7 +120,7 @@ def audit_page(found: OpenFindings) -> TablePage:
     rows: list[list[Scalar]] = []
     for f in found.rows:
         # A task subject links to its file (the link is built from the number, not from the text).
-        subject = f"[[T{f.task_number}]]" if f.task_number is not None else f.subject
+        subject: Scalar = TaskLink(f.task_number) if f.task_number is not None else f.subject
         seen = datetime.fromtimestamp(f.last_seen_at // 1_000_000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         rows.append([severity_word(f.severity), f.id, f.category, f.title, subject, f.count, seen])
     total = found.total

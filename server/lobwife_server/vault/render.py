@@ -437,13 +437,32 @@ def overview_body() -> str:
 
 Scalar = str | int | float | bool | None
 
+_TASK_LINK = re.compile(r"T[0-9]{1,19}")
+
+
+class TaskLink(str):
+    """A cell that links to a task's file (``[[T42]]``); made by lobwife from a task number only."""
+
+    __slots__ = ()
+
+    def __new__(cls, number: int) -> TaskLink:
+        text = f"T{int(number)}"
+        if not _TASK_LINK.fullmatch(text):
+            raise ValueError(f"not a task number: {number!r}")
+        return super().__new__(cls, text)
+
 
 def _cell(v: Scalar) -> str:
     if v is None:
         return ""
+    if isinstance(v, TaskLink):
+        return f"[[{v}]]"
     if isinstance(v, float):
         return f"{v:.6g}"
-    return one_line(str(v), limit=500).replace("\\", "\\\\").replace("|", "\\|")
+    # Clients' text (a finding's title) is shown, never acted on: `[`, `]` and `!` escaped, so no
+    # value is a link, a wiki link or an embed (`![](https://...)` would have Obsidian fetch it).
+    text = one_line(str(v), limit=500).replace("\\", "\\\\").replace("|", "\\|")
+    return text.replace("[", "\\[").replace("]", "\\]").replace("!", "\\!")
 
 
 def _check_rows(columns: Sequence[str], rows: Sequence[Sequence[Scalar]]) -> None:

@@ -91,7 +91,7 @@ def test_a_hostile_title_stays_one_cell_and_never_a_path() -> None:
     text = render.new_document(page.owned(), page.new_body())
     assert text.count(render.TABLE_END) == 1
     row = next(line for line in text.splitlines() if line.startswith("| critical |"))
-    assert "a \\| b --- status: x &lt;!-- lobwife:table:end --> ../../etc/passwd" in row
+    assert "a \\| b --- status: x &lt;\\!-- lobwife:table:end --> ../../etc/passwd" in row
     assert row.count(" | ") == 6  # seven cells
     # The page rewrites in place: the marked region is found again, the rest kept.
     again = page.update(text + "\nA person's note.\n")

@@ -172,7 +172,7 @@ def test_table_page_escapes_cells_and_keeps_the_rest() -> None:
     )
     text = render.new_document(page.owned(), page.new_body())
     assert page.path == "010-tasks/_costs.md"
-    assert "| T1 | a\\|b &lt;!-- lobwife:table:end --> c | 1.25 |" in text
+    assert "| T1 | a\\|b &lt;\\!-- lobwife:table:end --> c | 1.25 |" in text
     assert text.count(render.TABLE_END) == 1
     edited = text.replace("# Costs\n", "# Costs\n\nMy note above.\n") + "\nMy note below.\n"
     again = TablePage("costs", "Costs", ["task", "usd"], [["T3", 2.0]], summary={"total_usd": 2.0})
@@ -188,3 +188,15 @@ def test_table_page_escapes_cells_and_keeps_the_rest() -> None:
 def test_table_page_name_is_never_a_path(name: str) -> None:
     with pytest.raises(ValueError, match="page name"):
         TablePage(name, "t", ["a"], [])
+
+
+def test_a_cell_is_never_a_link_or_an_embed_but_a_task_link_is_one() -> None:
+    hostile = "see ![x](https://tracker.example/p.png) and [[secrets]] or [y](javascript:alert(1))"
+    page = TablePage("audits", "Audits", ["title", "subject"], [[hostile, render.TaskLink(42)]])
+    row = next(line for line in page.new_body().splitlines() if line.startswith("| see"))
+    assert row == (
+        "| see \\!\\[x\\](https://tracker.example/p.png) and \\[\\[secrets\\]\\]"
+        " or \\[y\\](javascript:alert(1)) | [[T42]] |"
+    )
+    with pytest.raises(ValueError):
+        render.TaskLink(-1)
