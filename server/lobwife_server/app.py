@@ -173,7 +173,12 @@ class LobwifeServer:
                     raise
 
             # A path that is not a git work tree stops the start here, saying why (VaultError).
-            self.vault = VaultRunner(self.db, cfg.vault, token=vault_token if broker.configured else None)
+            self.vault = VaultRunner(
+                self.db,
+                cfg.vault,
+                token=vault_token if broker.configured else None,
+                token_refused=broker.service_token_refused if broker.configured else None,
+            )
             await self.vault.check()
             builtins[SYNC_JOB] = self.vault.job()
         # The URL jobs get is only known once the HTTP port is bound (it may be 0 in tests).

@@ -606,6 +606,19 @@ class BrokerService:
             return None
         return (await self._service_token(service, service)).token
 
+    def service_token_refused(self, token: str) -> None:
+        """A remote (the vault's push) refused a service token this broker gave: it is dropped from the
+        cache if it is still there, so the next call fetches another instead of handing it out again."""
+        gh = self.settings.github
+        if gh is None:
+            return
+        key = cache_key(gh.installation_id, None, self.settings.permissions_for(""))
+        if self.cache.evict_token(key, token):
+            log.warning(
+                "broker: a remote refused a service token; dropped from the cache",
+                extra={"token_sha256": token_digest(token)[:16]},
+            )
+
     async def _service_token(self, service: str, who: str) -> InstallationToken:
         """An installation-wide token (from the cache, or fetched), audited ``service_token_issued`` (the
         row committed before it is returned, as for task tokens)."""

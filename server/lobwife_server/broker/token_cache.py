@@ -261,6 +261,15 @@ class TokenCache:
         entry = self._entries.pop(key, None)
         return entry.token if entry is not None else None
 
+    def evict_token(self, key: CacheKey, token: str) -> bool:
+        """Forgets the token of ``key`` if it is still ``token`` (one a remote refused: GitHub may end a
+        token before its expiry); a newer one fetched meanwhile stays. Whether it was forgotten."""
+        entry = self._entries.get(key)
+        if entry is None or entry.token.token != token:
+            return False
+        del self._entries[key]
+        return True
+
     def drain(self) -> list[InstallationToken]:
         """Forgets every kept token (retired ones too) and returns them (at shutdown, to revoke)."""
         tokens = [e.token for e in self._entries.values()] + [e.token for e in self._retired]

@@ -57,11 +57,12 @@ class VaultRunner:
         db: Storage,
         settings: VaultSettings,
         token: Callable[[], Awaitable[str | None]] | None = None,
+        token_refused: Callable[[str], None] | None = None,
     ) -> None:
         assert settings.path is not None
         self.db = db
         self.settings = settings
-        self.sync = VaultSync(settings.path, remote=settings.remote, token=token)
+        self.sync = VaultSync(settings.path, remote=settings.remote, token=token, token_refused=token_refused)
         self.last_sync: float | None = None  # epoch seconds of the last cycle that succeeded
         self.last: SyncResult | None = None
         self.last_attempt: float | None = None  # epoch seconds the last cycle ended, ok or not

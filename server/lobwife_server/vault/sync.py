@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,14 @@ PUSH_ATTEMPTS = 3
 RETRY_BACKOFF = 0.5
 
 TokenProvider = Callable[[], Awaitable[str | None]]
+#: Told the token a remote refused, so that the next cycle asks for another (the broker drops it
+#: from its cache: GitHub may revoke a token before the expiry the cache goes by).
+TokenRefused = Callable[[str], None]
+#: What git says when an http(s) remote refused the credentials it was given.
+_AUTH_REFUSED = re.compile(
+    r"could not read Username|Authentication failed|returned error: 40[13]|HTTP 40[13]|Invalid username or password",
+    re.IGNORECASE,
+)
 
 
 class VaultError(Exception):
@@ -114,6 +123,7 @@ class VaultSync:
         author_email: str = "lobwife@localhost",
         remote: str | None = "origin",
         token: TokenProvider | None = None,
+        token_refused: TokenRefused | None = None,
         push_attempts: int = PUSH_ATTEMPTS,
         retry_backoff: float = RETRY_BACKOFF,
         lock_stale_after: float = LOCK_STALE_AFTER,
@@ -126,6 +136,8 @@ class VaultSync:
         self.root = Path(path).expanduser().resolve()
         self.remote = remote
         self.token = token
+        self.token_refused = token_refused
+        self._cycle_token: str | None = None  # the token this cycle gave git, if any
         self.push_attempts = push_attempts
         self.retry_backoff = retry_backoff
         self.lock_stale_after = lock_stale_after
@@ -163,13 +175,14 @@ class VaultSync:
             try:
                 await self._cycle(task_list, full, pages, result)
             except (VaultError, GitError, files.UnsafePath) as e:
-                result.error = self._secrets.redact(str(e))
+                result.error = self._secrets.redact(self._refused(str(e)))
             except OSError as e:
                 # A full disk, a read-only mount: files already renamed into place are whole, and
                 # uncommitted; the next cycle's `git add -A` commits them.
                 result.error = self._secrets.redact(f"writing the vault failed: {e}")
             finally:
                 self._secrets.clear()
+                self._cycle_token = None
             result.duration_s = round(time.monotonic() - started, 3)
         self._log(result)
         return result
@@ -235,10 +248,27 @@ class VaultSync:
         try:
             token = await self.token()
         except Exception as e:  # the broker is down, say: no push this cycle, and say why without the text
-            raise VaultError(f"the token provider failed ({type(e).__name__})") from None
+            # The provider's own message is not a secret (the broker's errors never carry one) and says
+            # why: GitHub unreachable, the App not installed, ...
+            why = getattr(e, "message", None) or type(e).__name__
+            raise VaultError(f"the token provider failed: {str(why)[:200]}") from None
         if not token:
             return {}
+        self._cycle_token = token
         return auth_env(url, token, self._secrets, self.git.env)
+
+    def _refused(self, message: str) -> str:
+        """A failure's message; when the remote refused this cycle's token, said so plainly (git only says
+        it could not ask for a user name), and the token given back so the next cycle gets another."""
+        token = self._cycle_token
+        if token is None or not _AUTH_REFUSED.search(message):
+            return message
+        if self.token_refused is not None:
+            try:
+                self.token_refused(token)
+            except Exception as e:  # never the cycle's failure: the next cycle tries the same token again
+                log.warning("vault: could not give back a refused token (%s)", type(e).__name__)
+        return f"the remote refused the token from the broker (a new one is asked for next cycle): {message}"
 
     # --- git: pull, commit, push --------------------------------------------------------------
 

@@ -217,3 +217,21 @@ async def test_a_token_pushed_out_while_held_is_still_freed_by_its_last_holder()
     kept, _ = await cache.get(keys[2], fetch, holder="T5")
     last, _ = await cache.get(keys[0], fetch)
     assert cache.retired == 1 and {t.token for t in cache.drain()} == {kept.token, last.token}
+
+
+async def test_a_refused_token_is_dropped_but_a_newer_one_is_kept() -> None:
+    cache = TokenCache()
+    key = cache_key(1, None, {})
+    made = iter(range(100))
+
+    async def fetch() -> InstallationToken:
+        return tok(next(made))
+
+    first, _ = await cache.get(key, fetch)
+    assert cache.evict_token(key, "ghs_unknown") is False and len(cache) == 1
+    assert cache.evict_token(key, first.token) is True and len(cache) == 0
+    second, reused = await cache.get(key, fetch)  # fetched again, not the refused one handed out
+    assert second.token != first.token and not reused
+    # A refusal reported late, after a newer token took its place, leaves the newer one alone.
+    assert cache.evict_token(key, first.token) is False
+    assert cache.lookup(key) is not None and cache.lookup(key).token == second  # type: ignore[union-attr]
