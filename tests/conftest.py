@@ -36,6 +36,18 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def run_cli(grpc_addr: str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """The real CLI (``python -m lobwife``) as a subprocess against the server at ``grpc_addr``."""
+    return subprocess.run(
+        [sys.executable, "-m", "lobwife", *args],
+        env=subprocess_env(LOBWIFE_ADDR=grpc_addr, LOBWIFE_TOKEN=""),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 @dataclass
 class ServerProcess:
     state_dir: Path

@@ -1,12 +1,14 @@
-"""Helpers for asserting gRPC errors in tests: the error a call raises, and the fields it names."""
+"""Helpers for gRPC in tests: the error a call raises, the fields it names, and timestamps."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -27,3 +29,11 @@ def violations(err: grpc.RpcError) -> list[str]:
         if d.Unpack(bad):
             fields += [v.field for v in bad.field_violations]
     return fields
+
+
+def ts(text: str) -> timestamp_pb2.Timestamp:
+    """A Timestamp from ISO 8601 text; naive times are UTC."""
+    at = datetime.fromisoformat(text)
+    t = timestamp_pb2.Timestamp()
+    t.FromDatetime(at if at.tzinfo is not None else at.replace(tzinfo=UTC))
+    return t

@@ -16,19 +16,13 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.protobuf import timestamp_pb2
 
 from lobwife.v1 import costs_pb2, costs_pb2_grpc, tasks_pb2, tasks_pb2_grpc
-from tests.conftest import ROOT, ServerProcess, start_server, subprocess_env
+from tests.conftest import ROOT, ServerProcess, run_cli, start_server, subprocess_env
+from tests.grpc_util import ts
 from tests.http_util import curl
 
 C = costs_pb2
-
-
-def ts(text: str) -> timestamp_pb2.Timestamp:
-    t = timestamp_pb2.Timestamp()
-    t.FromDatetime(datetime.fromisoformat(text).replace(tzinfo=UTC))
-    return t
 
 
 @pytest.fixture(scope="module")
@@ -334,14 +328,7 @@ def test_reprice_after_a_price_fix(tmp_path: Path) -> None:
 
 def test_the_cli_and_client(srv: ServerProcess) -> None:
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "lobwife", *args],
-            env=subprocess_env(LOBWIFE_ADDR=srv.grpc_addr, LOBWIFE_TOKEN=""),
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        return run_cli(srv.grpc_addr, *args)
 
     rec = cli("costs", "record", "claude-haiku-4-5", "--task", "T1", "--input", "1000000", "--output", "1000", "--json")
     assert rec.returncode == 0, rec.stderr
