@@ -26,7 +26,7 @@ import grpc
 import jwt
 import pytest
 from google.api import annotations_pb2
-from google.protobuf import descriptor, message_factory
+from google.protobuf import descriptor, field_mask_pb2, message_factory
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -371,6 +371,21 @@ def test_a_task_gets_its_own_token_and_403_for_everything_of_another_task(enforc
             tasks_pb2.CreateTaskEventRequest(task_id="T1", event_type="progress"), metadata=own, timeout=5
         )
         assert ev.task_id == "T1"
+        # But never its budget, nor its type (whose default budget may be the one that holds).
+        for req in (
+            tasks_pb2.UpdateTaskRequest(task_id="T1", budget_usd=1_000_000),
+            tasks_pb2.UpdateTaskRequest(task_id="T1", update_mask=field_mask_pb2.FieldMask(paths=["budget_usd"])),
+            tasks_pb2.UpdateTaskRequest(task_id="T1", type="no-default"),
+        ):
+            with pytest.raises(grpc.RpcError) as info:
+                tasks.UpdateTask(req, metadata=own, timeout=5)
+            assert info.value.code() is grpc.StatusCode.PERMISSION_DENIED
+            assert "a task credential may not change its task's budget or type" in (info.value.details() or "")
+        mine = tasks.UpdateTask(tasks_pb2.UpdateTaskRequest(task_id="T1", priority="high"), metadata=own, timeout=5)
+        assert mine.updated == ["priority"]  # the rest of its own task it may change
+        # An admin may.
+        upd = tasks.UpdateTask(tasks_pb2.UpdateTaskRequest(task_id="T1", budget_usd=3), metadata=admin, timeout=5)
+        assert upd.task.budget_usd == 3
 
 
 def test_a_reader_writing_changes_nothing(enforce: Fleet) -> None:

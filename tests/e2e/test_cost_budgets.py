@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 import threading
@@ -180,7 +181,7 @@ def test_the_fleet_daily_budget_logs_on_the_task_that_crossed_it(ch: grpc.Channe
     assert by_model.fleet_budget.daily_budget_usd == 10.0
 
 
-@pytest.mark.parametrize("value", [-1.0, 1e7, math.inf])
+@pytest.mark.parametrize("value", [-1.0, 1e7, math.inf, -math.inf, math.nan])
 def test_a_budget_out_of_range_is_refused_by_field_and_nothing_changes(ch: grpc.Channel, value: float) -> None:
     tasks = tasks_pb2_grpc.TaskServiceStub(ch)
     with pytest.raises(grpc.RpcError) as info:
@@ -196,8 +197,37 @@ def test_a_budget_out_of_range_is_refused_by_field_and_nothing_changes(ch: grpc.
 def test_a_bad_budget_over_http_is_a_400_naming_the_field(srv: ServerProcess) -> None:
     r = curl("POST", f"{srv.http_url}/api/v1/tasks", {"name": "bad", "budget_usd": -3})
     assert r.status == 400 and "budget_usd" in r.body.decode(), r.body
-    r = curl("POST", f"{srv.http_url}/api/v1/tasks", '{"name": "bad", "budget_usd": "lots"}')
-    assert r.status == 400 and "budget_usd" in r.body.decode(), r.body
+    for raw in ('"lots"', '"NaN"', '"Infinity"'):
+        r = curl("POST", f"{srv.http_url}/api/v1/tasks", f'{{"name": "bad", "budget_usd": {raw}}}')
+        assert r.status == 400 and "budget_usd" in r.body.decode(), (raw, r.body)
+    # A number JSON cannot hold as a double is refused by the parser, saying where.
+    r = curl("POST", f"{srv.http_url}/api/v1/tasks", '{"name": "bad", "budget_usd": 1e400}')
+    assert r.status == 400 and "invalid JSON" in r.json["error"] and "column 31" in r.json["error"], r.body
+
+
+def test_concurrent_records_met_in_one_write_cross_each_budget_once(ch: grpc.Channel, srv: ServerProcess) -> None:
+    # 64 calls at once: the writer meets them in batches (one multi-row insert each), and the budget
+    # check runs once per batch; each task still crosses once, and the fleet's day once.
+    from concurrent.futures import ThreadPoolExecutor
+
+    numbers = [_task(ch, f"herd {i}", kind="qa", budget=0.35) for i in range(8)]
+    day = "2026-02-10"
+
+    def one(i: int) -> None:
+        with grpc.insecure_channel(srv.grpc_addr) as own:
+            _spend(own, numbers[i % 8], 0.1, created_at=ts(f"{day}T{i % 24:02d}:00:00"))
+
+    with ThreadPoolExecutor(64) as pool:
+        list(pool.map(one, range(64)))  # 8 x $0.10 per task: over $0.35 at the 4th; the fleet: $6.40 of $10
+    for n in numbers:
+        events = _exceeded(ch, n)
+        # The spend it names is the task's after the write that crossed (one batch may hold two of its calls).
+        assert len(events) == 1, events
+        assert re.fullmatch(rf"T{n} has spent \$0\.[4-8]0, over its own budget of \$0\.35", events[0].detail), events
+    with ThreadPoolExecutor(64) as pool:  # 40 more on that day: $10.40, over the fleet's $10, once
+        list(pool.map(one, range(40)))
+    fleet = [e for n in numbers for e in _exceeded(ch, n) if "the fleet" in e.detail]
+    assert len(fleet) == 1 and "on 2026-02-10 (UTC)" in fleet[0].detail, fleet
 
 
 @pytest.mark.parametrize(

@@ -613,11 +613,15 @@ class BrokerService:
         if gh is None:
             return
         key = cache_key(gh.installation_id, None, self.settings.permissions_for(""))
-        if self.cache.evict_token(key, token):
+        dropped = self.cache.evict_token(key, token)
+        if dropped is not None:
             log.warning(
                 "broker: a remote refused a service token; dropped from the cache",
                 extra={"token_sha256": token_digest(token)[:16]},
             )
+            # Revoked too (best effort, audited): should GitHub still honour it, no live token is left
+            # that nothing holds.
+            self._revoke_later("lobwife-vault", [dropped], "refused by a remote")
 
     async def _service_token(self, service: str, who: str) -> InstallationToken:
         """An installation-wide token (from the cache, or fetched), audited ``service_token_issued`` (the

@@ -261,14 +261,14 @@ class TokenCache:
         entry = self._entries.pop(key, None)
         return entry.token if entry is not None else None
 
-    def evict_token(self, key: CacheKey, token: str) -> bool:
+    def evict_token(self, key: CacheKey, token: str) -> InstallationToken | None:
         """Forgets the token of ``key`` if it is still ``token`` (one a remote refused: GitHub may end a
-        token before its expiry); a newer one fetched meanwhile stays. Whether it was forgotten."""
+        token before its expiry) and returns it (to revoke); a newer one fetched meanwhile stays (None)."""
         entry = self._entries.get(key)
         if entry is None or entry.token.token != token:
-            return False
+            return None
         del self._entries[key]
-        return True
+        return entry.token
 
     def drain(self) -> list[InstallationToken]:
         """Forgets every kept token (retired ones too) and returns them (at shutdown, to revoke)."""

@@ -470,6 +470,15 @@ class TaskService:
                 "broker_repos: a task credential may not register its task with the token broker",
                 reason="TASK_MAY_NOT_REGISTER",
             )
+        if getattr(ctx.identity, "role", None) is Role.TASK and ("budget_usd" in values or "type" in values):
+            # The budget is what stops a worker that spends too much: the worker may not move it, nor its
+            # task's type (whose default budget may be the one that holds).
+            field_name = "budget_usd" if "budget_usd" in values else "type"
+            raise ApiError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{field_name}: a task credential may not change its task's budget or type",
+                reason="TASK_MAY_NOT_CHANGE_BUDGET",
+            )
         ending = values.get("broker_status") if values.get("broker_status") in BROKER_ENDED else None
         broker = self.broker
         who = broker.identity_of(ctx) if broker is not None and (register or ending) else ""

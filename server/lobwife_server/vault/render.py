@@ -460,9 +460,10 @@ def _cell(v: Scalar) -> str:
     if isinstance(v, float):
         return f"{v:.6g}"
     # Clients' text (a finding's title) is shown, never acted on: `[`, `]` and `!` escaped, so no
-    # value is a link, a wiki link or an embed (`![](https://...)` would have Obsidian fetch it).
+    # value is a link, a wiki link or an embed (`![](https://...)` would have Obsidian fetch it);
+    # backticks too, so none is inline code Dataview would run (`= ...`, `$= ...`).
     text = one_line(str(v), limit=500).replace("\\", "\\\\").replace("|", "\\|")
-    return text.replace("[", "\\[").replace("]", "\\]").replace("!", "\\!")
+    return text.replace("[", "\\[").replace("]", "\\]").replace("!", "\\!").replace("`", "\\`")
 
 
 def _check_rows(columns: Sequence[str], rows: Sequence[Sequence[Scalar]]) -> None:

@@ -59,9 +59,11 @@ TokenProvider = Callable[[], Awaitable[str | None]]
 #: Told the token a remote refused, so that the next cycle asks for another (the broker drops it
 #: from its cache: GitHub may revoke a token before the expiry the cache goes by).
 TokenRefused = Callable[[str], None]
-#: What git says when an http(s) remote refused the credentials it was given.
+#: What git says when an http(s) remote refused the credentials it was given (401: the token is not
+#: taken at all). A 403 is not here: the token lacks a permission or the repository, it is alive, and
+#: another one from the same broker would be refused the same way.
 _AUTH_REFUSED = re.compile(
-    r"could not read Username|Authentication failed|returned error: 40[13]|HTTP 40[13]|Invalid username or password",
+    r"could not read Username|Authentication failed|returned error: 401|HTTP 401|Invalid username or password",
     re.IGNORECASE,
 )
 

@@ -228,10 +228,10 @@ async def test_a_refused_token_is_dropped_but_a_newer_one_is_kept() -> None:
         return tok(next(made))
 
     first, _ = await cache.get(key, fetch)
-    assert cache.evict_token(key, "ghs_unknown") is False and len(cache) == 1
-    assert cache.evict_token(key, first.token) is True and len(cache) == 0
+    assert cache.evict_token(key, "ghs_unknown") is None and len(cache) == 1
+    assert cache.evict_token(key, first.token) == first and len(cache) == 0
     second, reused = await cache.get(key, fetch)  # fetched again, not the refused one handed out
     assert second.token != first.token and not reused
     # A refusal reported late, after a newer token took its place, leaves the newer one alone.
-    assert cache.evict_token(key, first.token) is False
+    assert cache.evict_token(key, first.token) is None
     assert cache.lookup(key) is not None and cache.lookup(key).token == second  # type: ignore[union-attr]

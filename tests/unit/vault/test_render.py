@@ -191,12 +191,12 @@ def test_table_page_name_is_never_a_path(name: str) -> None:
 
 
 def test_a_cell_is_never_a_link_or_an_embed_but_a_task_link_is_one() -> None:
-    hostile = "see ![x](https://tracker.example/p.png) and [[secrets]] or [y](javascript:alert(1))"
+    hostile = "see ![x](https://tracker.example/p.png) and [[secrets]] or [y](javascript:alert(1)) `$= dv.x`"
     page = TablePage("audits", "Audits", ["title", "subject"], [[hostile, render.TaskLink(42)]])
     row = next(line for line in page.new_body().splitlines() if line.startswith("| see"))
     assert row == (
         "| see \\!\\[x\\](https://tracker.example/p.png) and \\[\\[secrets\\]\\]"
-        " or \\[y\\](javascript:alert(1)) | [[T42]] |"
+        " or \\[y\\](javascript:alert(1)) \\`$= dv.x\\` | [[T42]] |"
     )
     with pytest.raises(ValueError):
         render.TaskLink(-1)
