@@ -193,3 +193,65 @@ def test_import_usage_errors(
     monkeypatch.setitem(sys.modules, "lobwife_server.vault.importer", None)
     assert main(["vault", "import", str(tmp_path)]) == 2
     assert capsys.readouterr().err.splitlines()[0] == SERVER_MISSING
+
+
+def test_a_t_file_of_another_task_is_a_new_task_and_an_odd_file_fails_alone(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    with Client(server.grpc_addr) as lw:
+        t1 = lw.create_task("Fix login", repos=["org/app"])
+        t2 = lw.create_task("Tidy the docs", repos=["org/app"])
+        t3 = lw.create_task("The same task", repos=["org/app"])
+        t3_created = t3.created_at.ToDatetime().strftime("%Y-%m-%dT%H:%M:%SZ")
+        files = {
+            # The old fleet's T1 and T2: the server's T1 and T2 are other tasks.
+            f"active/{t1.task_id}.md": (
+                f"---\ntask_id: {t1.task_id}\nname: The old fleet's T1\ncreated: 2025-01-01T00:00:00Z\n---\n"
+            ),
+            f"active/{t2.task_id}.md": f"---\ntask_id: {t2.task_id}\nname: Something else\n---\n",
+            # Lobwife's T3 (created the same minute), its name changed by a person: still T3.
+            f"completed/{t3.task_id}.md": (
+                f"---\ntask_id: {t3.task_id}\nname: Renamed by a person\ncreated: '{t3_created}'\n---\n"
+            ),
+            # An estimate no float holds: that file fails, the run goes on.
+            "active/2026-01-01-huge-estimate.md": "---\nname: Huge\nestimate_minutes: " + "9" * 400 + "\n---\n",
+            "active/2026-01-02-fine.md": "---\nname: Fine\n---\n",
+        }
+        for rel, text in files.items():
+            path = tmp_path / "vault" / "010-tasks" / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        before = len(list(lw.iter_tasks()))
+
+        out = run_import(server, tmp_path / "vault")
+        assert out.returncode == 1, out.stderr  # the one failed file; no traceback
+        assert "Traceback" not in out.stderr
+        said = lines(out.stdout)
+        one = said[f"010-tasks/active/{t1.task_id}.md"]
+        assert one.startswith("created T") and one.endswith(
+            f"; note: the number {t1.task_id} is taken by another task (created"
+            f" {t1.created_at.ToDatetime().strftime('%Y-%m-%dT%H:%M:%SZ')}; this file was created"
+            " 2025-01-01T00:00:00Z): this file is a new task"
+        )
+        two = said[f"010-tasks/active/{t2.task_id}.md"]
+        assert two.startswith("created T") and two.endswith(
+            f"; note: the number {t2.task_id} is taken by another task (named 'Tidy the docs'; this file is"
+            " named 'Something else'): this file is a new task"
+        )
+        assert said[f"010-tasks/completed/{t3.task_id}.md"] == f"already a task {t3.task_id}"
+        assert said["010-tasks/active/2026-01-01-huge-estimate.md"] == (
+            "failed (a value cannot be sent: estimate_minutes is too large (400 digits))"
+        )
+        assert said["010-tasks/active/2026-01-02-fine.md"].startswith("created T")
+        assert out.stdout.splitlines()[-1] == "5 files: 3 created, 1 already a task, 1 failed"
+        new = lw.get_task(one.split(";")[0].removeprefix("created "))
+        assert new.name == "The old fleet's T1" and new.id > t3.id
+        assert lw.get_task(t1.task_id).name == "Fix login"  # the server's T1 is as it was
+        assert len(list(lw.iter_tasks())) == before + 3
+
+        # Once: a second run finds the tasks the first one made.
+        again = lines(run_import(server, tmp_path / "vault").stdout)
+        assert again[f"010-tasks/active/{t1.task_id}.md"].startswith(f"already imported {new.task_id}; note:")
+        assert len(list(lw.iter_tasks())) == before + 3
+    for rel, text in files.items():
+        assert (tmp_path / "vault" / "010-tasks" / rel).read_text() == text

@@ -3,7 +3,8 @@ first cycle writes every task and pushes to a bare remote, a finished task is sy
 (debounced) and moves folder, TriggerSync and GetSyncStatus answer, a person's edit pushed meanwhile
 survives, and a path that is not a git clone stops the start saying why. A full rebuild asked over
 HTTP and gRPC restores the keys a person broke; a refused push shows in the status; the cost and
-audit pages follow RecordCost, CreateFinding and ResolveFinding, and an unchanged cycle commits nothing."""
+audit pages follow RecordCost, CreateFinding and ResolveFinding, and an unchanged cycle commits nothing. An
+old fleet's T<n>.md is kept, counted in no cycle, and never taken over by the server's own T<n>."""
 
 from __future__ import annotations
 
@@ -302,5 +303,59 @@ def test_cost_and_audit_pages_follow_the_data(tmp_path: Path, repos: tuple[Path,
         after = after_next_cycle(u, idle["last_attempt"])
         assert after["last_written"] == 1 and after["last_commit"], after
         assert frontmatter_of(on_remote(remote, "010-tasks/_audits.md") or "")["open"] == 2
+    finally:
+        assert srv.terminate() == 0
+
+
+def test_an_old_fleets_task_file_is_kept_counted_nowhere_and_never_taken_over(
+    tmp_path: Path, repos: tuple[Path, Path, Path]
+) -> None:
+    remote, vault, person = repos
+    old = (
+        "---\ntask_id: T2\nname: The old fleet's T2\nstatus: completed\ncreated: '2025-01-01T00:00:00Z'\n"
+        "completed: '2025-01-02T00:00:00Z'\n---\nNotes about another task.\n"
+    )
+    (person / "010-tasks" / "completed").mkdir(parents=True)
+    (person / "010-tasks" / "completed" / "T2.md").write_text(old)
+    git(person, "add", "-A")
+    git(person, "commit", "-q", "-m", "the old fleet's T2")
+    git(person, "push", "-q", "origin", "HEAD:main")
+    srv = start_server(tmp_path / "state", env={"VAULT_PATH": str(vault), "VAULT_SYNC_INTERVAL": "3600"})
+
+    def overview() -> tuple[int, int, list[str]]:
+        data = frontmatter_of(on_remote(remote, "010-tasks/_overview.md") or "")
+        return data["total"], data["completed"], data["recent_completions"]
+
+    try:
+        u = srv.http_url
+        assert curl("POST", u + "/api/v1/tasks", {"name": "Fix login"}).status == 201
+        assert curl("POST", u + "/api/v1/sync/trigger").status == 200
+        full = after_next_cycle(u, None)  # the first cycle: a full rebuild
+        assert full["last_full"] is True and full["last_skipped"] == 1 and full["last_error"] == "", full
+        assert overview() == (1, 0, [])
+        # An ordinary cycle counts the same (the old T2.md is no task of this server's).
+        assert curl("POST", u + "/api/v1/sync/trigger").status == 200
+        plain = after_next_cycle(u, full["last_attempt"])
+        assert plain["last_full"] is False and plain["last_commit"] == "" and overview() == (1, 0, [])
+
+        # The server's T2 is created: the old file is kept as it is, reported, and no second T2.md written.
+        assert curl("POST", u + "/api/v1/tasks", {"name": "Tidy the docs"}).status == 201
+        assert curl("POST", u + "/api/v1/sync/trigger").status == 200
+        held = after_next_cycle(u, plain["last_attempt"])
+        assert held["last_error"] == "" and held["last_skipped"] == 1 and held["last_moved"] == 0, held
+        assert on_remote(remote, "010-tasks/completed/T2.md") == old
+        assert on_remote(remote, "010-tasks/active/T2.md") is None
+        assert overview() == (2, 0, [])
+
+        # A person renames the old file: the next cycle writes T2's own.
+        git(person, "pull", "-q", "--rebase", "origin", "main")
+        git(person, "mv", "010-tasks/completed/T2.md", "010-tasks/completed/old-fleet-T2.md")
+        git(person, "commit", "-q", "-m", "the old T2 renamed")
+        git(person, "push", "-q", "origin", "HEAD:main")
+        assert curl("POST", u + "/api/v1/sync/trigger").status == 200
+        written = after_next_cycle(u, held["last_attempt"])
+        assert written["last_skipped"] == 0 and written["last_written"] == 1, written
+        assert frontmatter_of(on_remote(remote, "010-tasks/active/T2.md") or "")["name"] == "Tidy the docs"
+        assert on_remote(remote, "010-tasks/completed/old-fleet-T2.md") == old
     finally:
         assert srv.terminate() == 0

@@ -12,6 +12,7 @@ the costs or audits domain (docs/design.md, "Packages").
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Container
 from dataclasses import dataclass
 
 from lobwife.v1 import tasks_pb2
@@ -55,6 +56,22 @@ def all_tasks(conn: sqlite3.Connection) -> tuple[list[tasks_pb2.Task], int]:
     """Every task, and the newest event id (a full rebuild's cursor)."""
     newest = max_event_id(conn)
     return [row_to_task(r) for r in conn.execute(f"SELECT {COLUMNS} FROM tasks ORDER BY id")], newest
+
+
+def task_numbers(conn: sqlite3.Connection) -> Container[int]:
+    """The numbers of the tasks there are (an ordinary sync cycle counts only their files).
+
+    Ids are given in order and a task is never deleted (a cancel is a status), so they are almost
+    always ``low..high`` with no gap: then a ``range``, from two lookups on the primary key and a count,
+    the same at any number of tasks. An old daemon's database that lobwife upgraded may have gaps (it
+    deleted tasks, and the ids it gave are kept): then the set of ids.
+    """
+    low, high, count = conn.execute("SELECT MIN(id), MAX(id), COUNT(*) FROM tasks").fetchone()
+    if not count:
+        return range(0)
+    if count == high - low + 1:
+        return range(int(low), int(high) + 1)
+    return frozenset(int(r[0]) for r in conn.execute("SELECT id FROM tasks"))
 
 
 def finished_since(conn: sqlite3.Connection, after: int) -> bool:

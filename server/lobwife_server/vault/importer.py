@@ -128,12 +128,16 @@ class PlannedTask:
 
     request: tasks_pb2.CreateTaskRequest
     #: ``T42.md`` whose frontmatter says ``task_id: T42``: lobwife's own file (or the old daemon's,
-    #: whose database lobwife upgraded) when the server has T42. None for every other file.
+    #: whose database lobwife upgraded) when the server has T42 and it is that task (:func:`another_task`).
+    #: None for every other file.
     own_number: int | None
     source: str  # the vault-relative path
     old_task_id: str | None
     created: str | None  # the original times, as ISO 8601 text (or as written, when not a time)
     completed: str | None
+    #: The name the file gives (``name``, ``title`` or its heading); None when it gives none and the
+    #: task is named after the file name. Told apart from the server's task of the same number.
+    file_name: str | None = None
 
     def event_detail(self) -> str:
         """The ``imported`` event's detail: one line of JSON (ASCII, so nothing in it is a control character)."""
@@ -253,8 +257,10 @@ def read_file(vault: Path, rel_dir: str, name: str, folder: str, *, max_bytes: i
     notes: list[str] = []
     try:
         plan = plan_task(rel, stem, folder, doc.data, doc.body, notes)
-    except ValueError as e:  # a value protobuf will not hold; one file's problem, never the run's
-        return Found(rel, problem=f"a value cannot be sent: {e}", fails=True)
+    except (ValueError, ArithmeticError) as e:
+        # A value protobuf will not hold, a number no float holds (a 400-digit estimate): one file's
+        # problem, reported on its line, never the run's.
+        return Found(rel, problem=f"a value cannot be sent: {str(e)[:200]}", fails=True)
     return Found(rel, plan=plan, notes=tuple(notes))
 
 
@@ -300,7 +306,7 @@ def plan_task(source: str, stem: str, folder: str, data: Mapping[Any, Any], body
         old_id = _task_ref(data.get("id"))
     own_number = int(t_id["number"]) if t_id and old_id == int(t_id["number"]) else None
 
-    name = _text(data.get("name")) or _text(data.get("title")) or _heading(body)
+    name = file_name = _text(data.get("name")) or _text(data.get("title")) or _heading(body)
     if name is None:
         name = _readable(file_slug) if file_slug else f"T{int(t_id['number'])}" if t_id else stem
         notes.append("no name in the file: named after its file name")
@@ -333,6 +339,7 @@ def plan_task(source: str, stem: str, folder: str, data: Mapping[Any, Any], body
         old_task_id=None if old_id is None else f"T{old_id}",
         created=created,
         completed=completed,
+        file_name=file_name,
     )
 
 
@@ -442,7 +449,10 @@ def _estimate(value: object) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an int YAML read whole, beyond any float: no one's estimate
+            raise ValueError(f"estimate_minutes is too large ({len(str(abs(int(value))))} digits)") from None
         return None if math.isnan(number) else number
     text = _text(value)
     m = _ESTIMATE.fullmatch(text) if text else None
@@ -459,7 +469,10 @@ def _time(key: str, value: object, notes: list[str]) -> str | None:
         return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     if isinstance(value, date):
         return value.isoformat()
-    us = parse_legacy(value)
+    try:
+        us = parse_legacy(value)
+    except (ValueError, OverflowError):  # an epoch number beyond any float: not a time
+        us = None
     if us is not None:
         return from_us(us).strftime("%Y-%m-%dT%H:%M:%SZ")
     text = _text(value)
@@ -503,6 +516,25 @@ def _has_imported_event(client: Client, task_id: str) -> bool:
     return any(e.event_type == IMPORTED_EVENT for e in client.iter_events(task_id, page_size=1000))
 
 
+def another_task(plan: PlannedTask, task: tasks_pb2.Task) -> str | None:
+    """Why the server's ``task`` (the one numbered as ``plan``'s ``T<n>.md``) is another task than the
+    file's, or None when it is the same one, or nothing says otherwise.
+
+    The old fleet numbered its own tasks, so the server's T42 may be unrelated to an old ``T42.md``. The
+    vault sync's rule (``render.created_mismatch``): a ``created`` more than a minute from the task's is
+    another task; a file with no ``created`` that is a time is told by its name instead (folded like
+    every name read here, and compared without case), and one that gives no name is the same task.
+    """
+    if render.file_time(plan.created) is not None:
+        when = render.created_mismatch(plan.created, task.created_at)
+        if when is None:
+            return None
+        return f"created {render.iso(task.created_at)}; this file was created {when}"
+    if plan.file_name is None or plan.file_name.casefold() == (_text(task.name) or "").casefold():
+        return None
+    return f"named {_text(task.name) or ''!r:.80}; this file is named {plan.file_name!r:.80}"
+
+
 def run(client: Client, found: Iterable[Found], *, dry_run: bool = False) -> Iterator[Outcome]:
     """Imports each file (a dry run only reads: GetTask for ``T<n>`` files) and yields its outcome.
 
@@ -531,7 +563,10 @@ def _one(
             if e.code != grpc.StatusCode.NOT_FOUND:
                 raise
         else:
-            return Outcome(path, ALREADY_A_TASK, task.task_id)  # what was read loosely does not matter
+            other = another_task(plan, task)
+            if other is None:
+                return Outcome(path, ALREADY_A_TASK, task.task_id)  # what was read loosely does not matter
+            notes = (*notes, f"the number {task.task_id} is taken by another task ({other}): this file is a new task")
     request_id = plan.request.request_id
     if request_id in first_of:
         reason = f"the same file name as {first_of[request_id]}, which is the one imported"

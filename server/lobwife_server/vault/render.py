@@ -21,6 +21,7 @@ import yaml
 from google.protobuf import timestamp_pb2
 
 from lobwife.v1 import tasks_pb2
+from lobwife_server.core.timeutil import parse_legacy
 
 #: The folder under the vault root that holds everything lobwife writes.
 TASKS_DIR = "010-tasks"
@@ -177,6 +178,80 @@ def task_frontmatter(task: tasks_pb2.Task, number: int, status: str) -> dict[str
     return values
 
 
+# --- whose file a T<n>.md is -----------------------------------------------------------------------
+
+#: How far a file's ``created`` may be from its task's creation time and still be that task's file:
+#: the old daemon wrote its own clock's time, to the second or the minute, not lobwife's.
+SAME_TASK_WITHIN = 60
+_DAY_ONLY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_NUMBERED = re.compile(r"[Tt]?0*([1-9][0-9]{0,18})")
+
+
+def file_time(value: object) -> datetime | date | None:
+    """A frontmatter time (``created``) as an aware UTC datetime, or a date when it names only a day; None
+    when it is not a time. Reads what YAML builds and any text ``parse_legacy`` reads (the old daemon's forms)."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, datetime):
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str) and _DAY_ONLY.fullmatch(value.strip()):
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            return None
+    try:
+        us = parse_legacy(value)
+    except (ValueError, OverflowError):  # a 400-digit number is no time, and must not end the cycle
+        return None
+    return None if us is None else datetime.fromtimestamp(us / 1_000_000, tz=UTC)
+
+
+def created_mismatch(value: object, created: timestamp_pb2.Timestamp) -> str | None:
+    """``value`` (a file's ``created``) as text when it is a time more than :data:`SAME_TASK_WITHIN` seconds
+    from ``created`` (a day when it names only a day); None when they agree or either is no time."""
+    when = file_time(value)
+    if when is None or (created.seconds == 0 and created.nanos == 0):
+        return None
+    task_at = datetime.fromtimestamp(created.seconds, tz=UTC)
+    if not isinstance(when, datetime):
+        # A day alone cannot be compared to the minute: the same day is the same task.
+        return None if when == task_at.date() else when.isoformat()
+    if abs((when - task_at).total_seconds()) <= SAME_TASK_WITHIN:
+        return None
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def file_created(data: Mapping[str, Any]) -> object:
+    """A task file's ``created`` value (``created_at``, the old daemon's other spelling, when it has none)."""
+    value = data.get("created")
+    return data.get("created_at") if value is None else value
+
+
+def other_task(data: Mapping[str, Any], number: int, created: timestamp_pb2.Timestamp) -> str | None:
+    """Why the ``T<number>.md`` whose frontmatter is ``data`` is another task's file and not task
+    ``T<number>``'s (created at ``created``); None when it is this task's, or nothing says otherwise.
+
+    The sync's one rule before it adopts an existing file. A task number names a task only in one
+    database: the old fleet's vault numbered its own tasks, so an old ``completed/T99.md`` may be about
+    something else than lobwife's T99 when that is created. Adopting it would rewrite its keys, move it,
+    and leave someone's notes about another task under this one. So a file that says it is another's
+    (a ``task_id`` that is not ``T<number>``, a ``created`` more than a minute from the task's) is not
+    adopted. One that says nothing either way (the old daemon's files may have no ``created``; a value
+    that is not a time) is adopted, as it always was.
+    """
+    task_id = data.get("task_id")
+    if task_id is not None and task_id != "":
+        m = None if isinstance(task_id, bool) else _NUMBERED.fullmatch(str(task_id).strip())
+        if m is None or int(m.group(1)) != number:
+            return f"its task_id is {one_line(str(task_id), 40)!r}, not T{number}"
+    when = created_mismatch(file_created(data), created)
+    if when is not None:
+        return f"it was created {when}, and task T{number} was created {iso(created)}"
+    return None
+
+
 def one_line(text: str, limit: int = 200) -> str:
     """Text safe for one markdown line: control characters and line breaks become spaces, ``<`` is escaped."""
     flat = _UNSAFE_IN_PLAIN.sub(" ", text).replace("<", "&lt;").strip()
@@ -325,9 +400,13 @@ def _same(a: object, b: object) -> bool:
     return a == b
 
 
-def update_document(text: str, owned: Mapping[str, object]) -> str:
-    """``text`` with its owned frontmatter keys set to ``owned``; body and a person's keys kept."""
-    doc = split_document(text)
+def update_document(text: str, owned: Mapping[str, object], doc: Document | None = None) -> str:
+    """``text`` with its owned frontmatter keys set to ``owned``; body and a person's keys kept.
+
+    ``doc``: ``text`` already split (:func:`split_document`), so that a caller who read it is not parsed twice.
+    """
+    if doc is None:
+        doc = split_document(text)
     # The common case of a full rebuild: nothing to change, and no need to edit the lines.
     if all(k in doc.data and _same(doc.data[k], v) for k, v in owned.items()):
         return text

@@ -16,7 +16,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Container
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,12 +103,17 @@ class VaultRunner:
             try:
                 start = await self.db.read(vault_store.cursor)
                 summaries = await self._pages()
+                known: Container[int] | None = None
                 if full or start is None:
                     full = True
                     tasks, newest = await self.db.read(vault_store.all_tasks)
                 else:
-                    tasks, newest = await self.db.read(lambda c: vault_store.changed_since(c, start))
-                result = await self.sync.sync(tasks, full=full, pages=summaries)
+                    # With the numbers of the tasks there are (one snapshot): the overview then counts
+                    # the files of those only, as a full rebuild does.
+                    tasks, newest, known = await self.db.read(
+                        lambda c: (*vault_store.changed_since(c, start), vault_store.task_numbers(c))
+                    )
+                result = await self.sync.sync(tasks, full=full, pages=summaries, known=known)
                 self.last, self.last_full, self.last_attempt = result, full, time.time()
                 if result.ok:
                     self.last_sync = self.last_attempt

@@ -8,7 +8,8 @@ The order of a cycle (:meth:`VaultSync.sync`), and why:
    (our edit is then a child of theirs and cannot conflict with it). A conflict here (a commit of an
    earlier cycle that never got pushed) is aborted and fails the cycle before anything is written.
 3. Plan (worker thread): read each task's file, merge the owned keys, decide moves. A file whose
-   frontmatter does not parse, or on a path through a symlink, is skipped and reported.
+   frontmatter does not parse, or on a path through a symlink, is skipped and reported; so is a
+   ``T<n>.md`` that is another task's (``render.other_task``), and task T<n>'s file waits until it is gone.
 4. Apply: ``git mv`` to the new folder, then whole-file writes (temporary file + rename).
 5. One commit, only when ``git add -A -- 010-tasks`` staged something.
 6. Push; a push the remote refuses because it moved on (someone pushed meanwhile) is followed by
@@ -29,9 +30,11 @@ import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from google.protobuf import timestamp_pb2
 
 from lobwife.v1 import tasks_pb2
 from lobwife_server.vault import files, render
@@ -154,6 +157,10 @@ class VaultSync:
         # The incremental overview counts every task file; a file's entry is read again only when
         # its (mtime_ns, size, inode) changes, so an idle cycle costs a stat per file.
         self._entries: dict[str, tuple[tuple[int, int, int], render.OverviewEntry | None]] = {}
+        # Tasks whose file is not written because another task's T<n>.md is where it would be
+        # (render.other_task): planned again in every cycle, so the task's own file is written by the
+        # first one after a person moves the other away, even when the task itself has not changed.
+        self._held: dict[int, tasks_pb2.Task] = {}
 
     # --- the cycle ------------------------------------------------------------------------------
 
@@ -163,11 +170,14 @@ class VaultSync:
         *,
         full: bool = False,
         pages: Sequence[TablePage] = (),
+        known: Container[int] | None = None,
     ) -> SyncResult:
         """One cycle for ``tasks`` (the changed ones; with ``full``, all of them).
 
         ``full`` also reports (and keeps) task files of tasks not in ``tasks`` and takes the overview's counts
-        from ``tasks``; otherwise the overview is counted from the vault's files, as updated.
+        from ``tasks``; otherwise the overview is counted from the vault's files, as updated, and only
+        from the files of the task numbers in ``known`` (the tasks lobwife has), so that a file of a
+        task lobwife does not have counts in neither kind of cycle. ``known=None``: every task file counts.
         Never raises for a vault problem: the result's ``error`` says what went wrong.
         """
         result = SyncResult()
@@ -175,7 +185,7 @@ class VaultSync:
         task_list = list(tasks)
         async with self._lock:
             try:
-                await self._cycle(task_list, full, pages, result)
+                await self._cycle(task_list, full, pages, known, result)
             except (VaultError, GitError, files.UnsafePath) as e:
                 result.error = self._secrets.redact(self._refused(str(e)))
             except OSError as e:
@@ -190,13 +200,18 @@ class VaultSync:
         return result
 
     async def _cycle(
-        self, tasks: list[tasks_pb2.Task], full: bool, pages: Sequence[TablePage], result: SyncResult
+        self,
+        tasks: list[tasks_pb2.Task],
+        full: bool,
+        pages: Sequence[TablePage],
+        known: Container[int] | None,
+        result: SyncResult,
     ) -> None:
         branch, git_dir = await self._check_repo()
         await self._recover(git_dir)
         net_env = await self._net_env()
         tracking = await self._pull(branch, net_env, fail_on_conflict=True) if self.remote else None
-        plan = await asyncio.to_thread(self._plan, tasks, full, pages)
+        plan = await asyncio.to_thread(self._plan, tasks, full, pages, known)
         result.skipped.extend(plan.skipped)
         await self._apply(plan, result)
         result.commit = await self._commit(result)
@@ -380,11 +395,14 @@ class VaultSync:
             skipped.append(Skipped(rel, str(e)))
             return False
 
-    def _plan(self, tasks: list[tasks_pb2.Task], full: bool, pages: Sequence[TablePage]) -> _Plan:
+    def _plan(
+        self, tasks: list[tasks_pb2.Task], full: bool, pages: Sequence[TablePage], known: Container[int] | None
+    ) -> _Plan:
         plan = _Plan()
         existing = self._existing(plan.skipped)
+        # The tasks held back by another task's file are tried again (a full cycle is handed them all).
         # The last version of each task given wins (a feed may hand over several).
-        latest: dict[int, tasks_pb2.Task] = {}
+        latest: dict[int, tasks_pb2.Task] = {} if full else dict(self._held)
         for task in tasks:
             number = render.task_number(task)
             if number is None:
@@ -392,16 +410,20 @@ class VaultSync:
                 continue
             latest[number] = task
         entries: dict[int, render.OverviewEntry] = {}
+        held: dict[int, tasks_pb2.Task] = {}
         for number, task in sorted(latest.items()):
             status = render.status_word(task.status)
             if status is None:
                 plan.skipped.append(Skipped(f"T{number}", f"status {task.status} has no folder"))
                 continue
             owned = render.task_frontmatter(task, number, status)
-            self._plan_task(plan, number, status, owned, existing.get(number, []))
+            if self._plan_task(plan, number, task.created_at, status, owned, existing.get(number, [])):
+                held[number] = task
+            # Counted from the task even when its file is held back: the other task's file says nothing of it.
             entries[number] = render.OverviewEntry(
                 number, status, render.iso(task.updated_at), render.iso(task.completed_at)
             )
+        self._held = held
         if full:
             # A task file of a task lobwife does not have is kept: lobwife never deletes a task (a cancel
             # is a status), so such a file came from elsewhere (the old fleet's vault, a person) and may
@@ -410,58 +432,98 @@ class VaultSync:
                 if number not in latest:
                     plan.skipped.extend(Skipped(rel, f"no task T{number} in lobwife: kept") for rel in paths)
         else:
-            self._count_files(existing, entries)
+            self._count_files(existing, entries, known)
         self._plan_overview(plan, entries.values())
         for page in pages:
             self._plan_page(plan, page)
         return plan
 
-    def _plan_task(self, plan: _Plan, number: int, status: str, owned: dict[str, object], copies: list[str]) -> None:
+    def _plan_task(
+        self,
+        plan: _Plan,
+        number: int,
+        created: timestamp_pb2.Timestamp,
+        status: str,
+        owned: dict[str, object],
+        copies: list[str],
+    ) -> bool:
+        """Plans task ``number``'s file; True when another task's ``T<n>.md`` holds it back (nothing planned)."""
         target = render.task_path(number, render.FOLDER_OF[status])
         try:
             files.check(self.root, target)
         except files.UnsafePath as e:
             plan.skipped.append(Skipped(target, str(e)))
-            return
+            return False
+        texts = {rel: self._read(rel, plan.skipped) for rel in copies}
+        docs: dict[str, render.Document | FrontmatterError] = {}
+        for rel, text in texts.items():
+            if isinstance(text, str):
+                try:
+                    docs[rel] = render.split_document(text)
+                except FrontmatterError as e:
+                    docs[rel] = e
+        # A T<n>.md that says it is another task's (render.other_task) is never adopted, moved, removed
+        # or written over, and no second file of this task is written beside it: two T<n>.md in the
+        # folders would make every [[T<n>]] link ambiguous. Held back until a person moves it away.
+        others = [
+            (rel, why)
+            for rel, doc in docs.items()
+            if isinstance(doc, render.Document) and (why := render.other_task(doc.data, number, created))
+        ]
+        if others:
+            plan.skipped.extend(
+                Skipped(
+                    rel,
+                    f"another task's file, not T{number}'s ({why}): kept, and T{number}'s own file is not"
+                    f" written while it is here; rename it (to keep that task, import it first: lobwife vault"
+                    f" import), and the next cycle writes T{number}'s file",
+                )
+                for rel, why in others
+            )
+            return True
         source = target if target in copies else (copies[0] if copies else None)
-        if source is None:
+        text = texts.get(source) if source is not None else None
+        if text is False:
+            return False
+        if source is None or not isinstance(text, str):
             plan.writes[target] = render.new_document(owned, render.new_task_body(number, str(owned["name"])))
         else:
-            text = self._read(source, plan.skipped)
-            if text is False:
-                return
-            if text is None or not isinstance(text, str):
-                plan.writes[target] = render.new_document(owned, render.new_task_body(number, str(owned["name"])))
-            else:
-                try:
-                    new = render.update_document(text, owned)
-                except FrontmatterError as e:
-                    plan.skipped.append(Skipped(source, str(e)))
-                    return
-                if source != target:
-                    plan.moves.append((source, target))
-                if new != text:
-                    plan.writes[target] = new
-        # Copies in folders the task is not in: stale (a person's copy is still in git's history).
+            doc = docs[source]
+            if isinstance(doc, FrontmatterError):
+                plan.skipped.append(Skipped(source, str(doc)))
+                return False
+            try:
+                new = render.update_document(text, owned, doc)
+            except FrontmatterError as e:  # the rewrite would not give the owned values or keep a person's
+                plan.skipped.append(Skipped(source, str(e)))
+                return False
+            if source != target:
+                plan.moves.append((source, target))
+            if new != text:
+                plan.writes[target] = new
+        # Copies in folders the task is not in: stale (a person's copy is still in git's history). Any
+        # cycle that writes the task removes them, not only a full rebuild.
         for rel in copies:
-            if rel != source:
-                text = self._read(rel, plan.skipped)
-                if isinstance(text, str) and self._parses(rel, text, plan.skipped):
-                    plan.removes.append(rel)
+            if rel == source:
+                continue
+            copy = docs.get(rel)  # None: it could not be read (reported)
+            if isinstance(copy, FrontmatterError):
+                plan.skipped.append(Skipped(rel, str(copy)))
+            elif copy is not None:
+                plan.removes.append(rel)
+        return False
 
-    def _parses(self, rel: str, text: str, skipped: list[Skipped]) -> bool:
-        try:
-            render.split_document(text)
-        except FrontmatterError as e:
-            skipped.append(Skipped(rel, str(e)))
-            return False
-        return True
+    def _count_files(
+        self, existing: dict[int, list[str]], entries: dict[int, render.OverviewEntry], known: Container[int] | None
+    ) -> None:
+        """Adds the overview entries of tasks not in this cycle, from their files' owned keys.
 
-    def _count_files(self, existing: dict[int, list[str]], entries: dict[int, render.OverviewEntry]) -> None:
-        """Adds the overview entries of tasks not in this cycle, from their files' owned keys."""
+        Only the numbers in ``known`` (the tasks lobwife has): a full rebuild counts the tasks, so a file
+        of a task lobwife does not have counted here would make the counts flip from cycle to cycle.
+        """
         cache: dict[str, tuple[tuple[int, int, int], render.OverviewEntry | None]] = {}
         for number, paths in existing.items():
-            if number in entries:
+            if number in entries or (known is not None and number not in known):
                 continue
             for rel in paths:
                 entry = self._file_entry(number, rel, cache)

@@ -340,3 +340,18 @@ def test_a_file_name_that_is_not_utf8_fails_alone(vault: Path) -> None:
 def test_a_bom_and_crlf_are_read(vault: Path) -> None:
     plan = plan_of(vault, "active/2026-01-01-win.md", "\ufeff---\r\nname: Windows file\r\n---\r\nbody\r\n")
     assert plan.request.name == "Windows file"
+
+
+def test_a_number_no_float_holds_fails_that_file_alone(vault: Path) -> None:
+    put(vault, "active/2026-01-01-huge.md", "---\nname: Huge\nestimate_minutes: " + "9" * 400 + "\n---\n")
+    put(vault, "active/2026-01-02-epoch.md", "---\nname: Epoch\ncreated: " + "9" * 400 + "\n---\n")
+    put(vault, "active/2026-01-03-fine.md", "---\nname: Fine\n---\n")
+    found = scan(vault)
+    huge = found["active/2026-01-01-huge.md"]
+    assert (huge.plan, huge.fails) == (None, True)
+    assert huge.problem == "a value cannot be sent: estimate_minutes is too large (400 digits)"
+    epoch = found["active/2026-01-02-epoch.md"].plan  # a created that is no time: kept as written, noted
+    assert epoch is not None and epoch.created == "9" * 200
+    assert any("is not a time" in n for n in found["active/2026-01-02-epoch.md"].notes)
+    fine = found["active/2026-01-03-fine.md"].plan
+    assert fine is not None and fine.file_name == "Fine"

@@ -1,10 +1,12 @@
 """The server's cycles (VaultRunner) over a real SQLite file and real git: the cost and audit summary
 pages, their numbers and their stability (an unchanged cycle commits nothing), a full rebuild asked
-for (kept while a cycle runs, and after a failed one), and what the last cycle leaves for GetSyncStatus."""
+for (kept while a cycle runs, and after a failed one), and what the last cycle leaves for GetSyncStatus;
+the T<n>.md files of other tasks (counted in no cycle, never taken over by a new task)."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -218,10 +220,10 @@ async def test_a_full_request_during_a_cycle_is_not_lost(db: Database, repos: Re
     real = runner.sync.sync
     seen: list[bool] = []
 
-    async def gated(tasks: Any, *, full: bool = False, pages: Any = ()) -> SyncResult:
+    async def gated(tasks: Any, *, full: bool = False, pages: Any = (), known: Any = None) -> SyncResult:
         seen.append(full)
         await gate.wait()
-        return await real(tasks, full=full, pages=pages)
+        return await real(tasks, full=full, pages=pages, known=known)
 
     runner.sync.sync = gated  # type: ignore[method-assign]
     runner.start()
@@ -265,3 +267,91 @@ async def wait_until(what: Callable[[], bool], within: float = 10.0) -> None:
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"not within {within}s")
+
+
+# --- T<n>.md files of other tasks ----------------------------------------------------------------
+
+
+def put_foreign(repos: Repos, rel: str, number: int) -> str:
+    """An old fleet's task file numbered like a lobwife task, committed in the vault; its text."""
+    text = (
+        f"---\ntask_id: T{number}\nname: The old fleet's T{number}\nstatus: completed\n"
+        "created: '2025-01-01T00:00:00Z'\ncompleted: '2025-01-02T00:00:00Z'\n---\n# Notes about another task\n"
+    )
+    path = repos.vault / "010-tasks" / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    git(repos.vault, "add", "-A")
+    git(repos.vault, "commit", "-qm", "an old fleet's file")
+    return text
+
+
+async def test_a_file_of_a_task_lobwife_does_not_have_counts_in_no_cycle(db: Database, repos: Repos) -> None:
+    await make_task(db, "Fix login")
+    put_foreign(repos, "completed/T99.md", 99)
+    runner = runner_for(db, repos)
+    full = await runner.run_once()  # the first cycle: a full rebuild
+    assert full.ok and runner.last_full, full.error
+    assert [(s.path, s.reason) for s in full.skipped] == [
+        ("010-tasks/completed/T99.md", "no task T99 in lobwife: kept")
+    ]
+    overview = repos.vault / "010-tasks/_overview.md"
+    counted = {k: fm(overview)[k] for k in render.OVERVIEW_KEYS}
+    assert (counted["total"], counted["queued"], counted["completed"], counted["recent_completions"]) == (1, 1, 0, [])
+
+    # Ordinary cycles count the files, but only those of tasks lobwife has: the same numbers.
+    ordinary = await runner.run_once()
+    assert ordinary.ok and not runner.last_full and "010-tasks/_overview.md" not in ordinary.written, ordinary
+    assert {k: fm(overview)[k] for k in render.OVERVIEW_KEYS} == counted
+    await make_task(db, "Tidy the docs")
+    after = await runner.run_once()
+    assert after.ok and not runner.last_full
+    now = fm(overview)
+    assert (now["total"], now["queued"], now["completed"], now["recent_completions"]) == (2, 2, 0, [])
+
+
+async def test_a_new_task_never_takes_over_another_tasks_file(db: Database, repos: Repos) -> None:
+    await make_task(db, "Fix login")
+    foreign = put_foreign(repos, "completed/T2.md", 2)
+    runner = runner_for(db, repos)
+    assert (await runner.run_once()).ok
+    commits = repos.commits()
+
+    # Task T2 is created: the old T2.md is not its file (created a year before it).
+    await make_task(db, "Tidy the docs")
+    r = await runner.run_once()
+    assert r.ok and not runner.last_full, r.error
+    [skip] = r.skipped
+    assert skip.path == "010-tasks/completed/T2.md"
+    assert skip.reason.startswith("another task's file, not T2's (it was created 2025-01-01T00:00:00Z, and task T2")
+    assert "rename it" in skip.reason and "the next cycle writes T2's file" in skip.reason
+    assert (repos.vault / "010-tasks/completed/T2.md").read_text() == foreign  # untouched
+    assert not (repos.vault / "010-tasks/active/T2.md").exists()  # and no second T2.md beside it
+    assert not r.moved and not r.removed and "010-tasks/active/T2.md" not in r.written
+    overview = fm(repos.vault / "010-tasks/_overview.md")
+    assert (overview["total"], overview["queued"], overview["completed"]) == (2, 2, 0)  # T2 from the database
+
+    # Still there at the next cycle (T2 has not changed): still held back and reported, counted the same.
+    idle = await runner.run_once()
+    assert idle.ok and [s.path for s in idle.skipped] == ["010-tasks/completed/T2.md"] and not idle.written
+    assert repos.commits() == commits + 1  # the cycle that created T2 committed only the overview
+
+    # A person renames it; the next cycle writes T2's own file, though T2 has not changed since.
+    git(repos.vault, "mv", "010-tasks/completed/T2.md", "010-tasks/completed/old-fleet-T2.md")
+    git(repos.vault, "commit", "-qm", "the old T2 renamed")
+    done = await runner.run_once()
+    assert done.ok and done.written == ["010-tasks/active/T2.md"] and not done.skipped, done
+    assert fm(repos.vault / "010-tasks/active/T2.md")["name"] == "Tidy the docs"
+    assert (repos.vault / "010-tasks/completed/old-fleet-T2.md").read_text() == foreign
+
+
+def test_task_numbers_is_a_range_unless_there_are_gaps() -> None:
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE tasks (id INTEGER PRIMARY KEY)")
+    assert 1 not in vault_store.task_numbers(conn)
+    conn.executemany("INSERT INTO tasks (id) VALUES (?)", [(i,) for i in range(1, 10_001)])
+    numbers = vault_store.task_numbers(conn)
+    assert numbers == range(1, 10_001) and 10_000 in numbers and 10_001 not in numbers
+    conn.execute("DELETE FROM tasks WHERE id = 5")  # an old daemon's database, upgraded: gaps
+    gapped = vault_store.task_numbers(conn)
+    assert 5 not in gapped and 4 in gapped and 10_000 in gapped and isinstance(gapped, frozenset)

@@ -200,3 +200,28 @@ def test_a_cell_is_never_a_link_or_an_embed_but_a_task_link_is_one() -> None:
     )
     with pytest.raises(ValueError):
         render.TaskLink(-1)
+
+
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        ({}, None),
+        ({"task_id": "T42", "created": "2026-02-13T16:27:22Z"}, None),  # lobwife's own: created T0 + 42
+        ({"task_id": "t042", "created": "2026-02-13T16:28:21Z"}, None),  # 59 s off: the old daemon's clock
+        ({"created": "2026-02-13 16:26:30"}, None),  # the old daemon's form, no zone: UTC
+        ({"created_at": 1_771_000_042}, None),  # its other key, as an epoch number
+        ({"created": "2026-02-13"}, None),  # a day alone: the same day
+        ({"created": "not a time"}, None),
+        ({"created": int("9" * 400)}, None),  # no time, and no crash
+        ({"task_id": None, "created": None}, None),
+        ({"task_id": "T7"}, "its task_id is 'T7', not T42"),
+        ({"task_id": True}, "its task_id is 'True', not T42"),
+        ({"created": "2026-02-13T16:28:23Z"}, "it was created 2026-02-13T16:28:23Z, and task T42 was created"),
+        ({"created": "2026-02-12"}, "it was created 2026-02-12, and task T42 was created 2026-02-13T16:27:22Z"),
+    ],
+)
+def test_whose_file_a_task_file_is(data: dict[str, object], why: str | None) -> None:
+    reason = render.other_task(data, 42, task(42).created_at)
+    assert reason == why if why is None else (reason or "").startswith(why)
+    # A task with no created time is told only by the task_id.
+    assert render.other_task({"created": "2020-01-01T00:00:00Z"}, 42, task(42, created_at=0).created_at) is None

@@ -495,3 +495,82 @@ async def test_concurrent_edit_of_a_file_lobwife_moves(repos: Repos) -> None:
     assert f"{DONE}/T1.md" in tracked and f"{ACTIVE}/T1.md" not in tracked
     moved = repos.remote_file(f"{DONE}/T1.md")
     assert "Person: done, I think." in moved and "status: completed" in moved
+
+
+async def test_a_file_that_does_not_say_it_is_another_tasks_is_adopted(repos: Repos) -> None:
+    sync = vault_sync(repos)
+    repos.person_pull()
+    # The old daemon's files: no created, or one that is no time, or one within the minute; a heading-only one.
+    (repos.person / ACTIVE).mkdir(parents=True, exist_ok=True)
+    (repos.person / f"{ACTIVE}/T1.md").write_text("---\ntask_id: T1\nstatus: active\n---\nNotes on T1.\n")
+    (repos.person / f"{ACTIVE}/T2.md").write_text("---\ncreated: sometime last week\n---\nNotes on T2.\n")
+    (repos.person / f"{ACTIVE}/T3.md").write_text("---\ntask_id: t003\ncreated: 2026-02-13T16:27:13Z\n---\nNotes.\n")
+    (repos.person / f"{ACTIVE}/T4.md").write_text("---\ncreated: 2026-02-13\n---\nOn the same day.\n")
+    repos.person_commit("old files")
+    repos.person_push()
+    r = await sync.sync([task(1, "completed"), task(2), task(3), task(4)])
+    assert r.ok and not r.skipped, r
+    assert r.moved == [(f"{ACTIVE}/T1.md", f"{DONE}/T1.md")]
+    assert (repos.vault / f"{DONE}/T1.md").read_text().endswith("---\nNotes on T1.\n")
+    for n in (2, 3, 4):
+        data = frontmatter(repos.vault / f"{ACTIVE}/T{n}.md")
+        assert (data["task_id"], data["created"]) == (f"T{n}", render.iso(task(n).created_at))
+
+
+async def test_another_tasks_file_is_never_adopted_moved_or_removed(repos: Repos) -> None:
+    sync = vault_sync(repos)
+    assert (await sync.sync([task(5)])).ok  # T5's own file, in active/
+    repos.person_pull()
+    (repos.person / DONE).mkdir(parents=True, exist_ok=True)
+    other = "---\ntask_id: T55\nname: Not T5\n---\nSomeone's notes.\n"
+    (repos.person / f"{DONE}/T5.md").write_text(other)  # says it is T55's
+    (repos.person / FAILED).mkdir(parents=True, exist_ok=True)
+    (repos.person / f"{FAILED}/T6.md").write_text("---\ncreated: 2020-05-01T08:00:00\n---\nOld.\n")
+    repos.person_commit("two old files")
+    repos.person_push()
+    own = (repos.vault / f"{ACTIVE}/T5.md").read_text()
+
+    # T5 completes (its file would move onto the other one's place); T6 is new. Full or not: held back.
+    for full in (False, True):
+        r = await sync.sync([task(5, "completed"), task(6, "failed")], full=full)
+        assert r.ok, r.error
+        reasons = {s.path: s.reason for s in r.skipped}
+        assert sorted(reasons) == [f"{DONE}/T5.md", f"{FAILED}/T6.md"]
+        assert reasons[f"{DONE}/T5.md"].startswith("another task's file, not T5's (its task_id is 'T55', not T5)")
+        assert (
+            "(it was created 2020-05-01T08:00:00Z, and task T6 was created 2026-02-13T16:26:46Z)"
+            in (reasons[f"{FAILED}/T6.md"])
+        )
+        assert not r.moved and not r.removed
+        assert r.written == ([] if full else ["010-tasks/_overview.md"])  # the full cycle: nothing new
+        assert (repos.vault / f"{DONE}/T5.md").read_text() == other
+        assert (repos.vault / f"{ACTIVE}/T5.md").read_text() == own  # nor T5's own copy touched
+        assert not (repos.vault / f"{ACTIVE}/T6.md").exists()
+        ov = frontmatter(repos.vault / "010-tasks/_overview.md")
+        assert (ov["total"], ov["completed"], ov["failed"]) == (2, 1, 1)  # counted from the tasks
+
+
+async def test_an_ordinary_cycle_counts_only_the_tasks_lobwife_has(repos: Repos) -> None:
+    sync = vault_sync(repos)
+    repos.person_pull()
+    (repos.person / DONE).mkdir(parents=True, exist_ok=True)
+    (repos.person / f"{DONE}/T9.md").write_text("---\ntask_id: T9\nstatus: completed\n---\n")
+    repos.person_commit("an old file")
+    repos.person_push()
+    assert (await sync.sync([task(1), task(2, "completed")], full=True)).ok
+    counted = frontmatter(repos.vault / "010-tasks/_overview.md")
+    r = await sync.sync([task(1, "blocked")], known=range(1, 3))
+    assert r.ok, r.error
+    ov = frontmatter(repos.vault / "010-tasks/_overview.md")
+    assert (
+        (ov["total"], ov["completed"], ov["recent_completions"])
+        == (2, 1, ["[[T2]]"])
+        == (
+            counted["total"],
+            counted["completed"],
+            counted["recent_completions"],
+        )
+    )
+    # Without the numbers (a caller with no database), every task file counts, as before.
+    assert (await sync.sync([task(1)])).ok
+    assert frontmatter(repos.vault / "010-tasks/_overview.md")["total"] == 3

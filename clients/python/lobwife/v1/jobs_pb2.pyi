@@ -1071,8 +1071,9 @@ class GetSyncStatusResponse(_message.Message):
     """Whether it pushed to the remote."""
     last_written: _builtins.int
     """Task and summary files written, task files moved to another folder, task files removed
-    (a full rebuild's stale copies), and files left alone because they could not be edited
-    safely (the server's log names each with the reason).
+    (stale copies: a task's file in a folder its status is not, removed by any cycle that
+    writes that task), and files left alone because they could not be edited safely or are
+    not lobwife's to edit (the server's log names each with the reason).
     """
     last_moved: _builtins.int
     last_removed: _builtins.int
