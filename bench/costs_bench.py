@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     ratio = statistics.median(ratios)
     verdict = "PASS" if ratio >= RATE_TARGET else "FAIL"
     print(
-        f"RecordCost / CreateTask rate: {ratio:.2f} (rounds: {', '.join(f'{r:.2f}' for r in ratios)};"
+        f"RecordCost / CreateTask rate: {ratio:.3f} (rounds: {', '.join(f'{r:.2f}' for r in ratios)};"
         f" target >= {RATE_TARGET}: {verdict}); server CPU per request, RecordCost / CreateTask:"
         f" {statistics.median(cpu):.2f}"
     )
