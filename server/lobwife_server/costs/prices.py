@@ -12,7 +12,7 @@ import math
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from importlib import resources
 from pathlib import Path
@@ -55,12 +55,12 @@ class Price:
     output: float
     cache_read: float
     cache_write: float
+    #: What a cost row records of the entry: ``claude-sonnet-4-5@2025-09-29`` (made once: read per record).
+    id: str = field(init=False, compare=False)
 
-    @property
-    def id(self) -> str:
-        """What a cost row records of the entry: ``claude-sonnet-4-5@2025-09-29``."""
+    def __post_init__(self) -> None:
         day = datetime.fromtimestamp(self.effective / 1e6, UTC).date().isoformat()
-        return f"{self.model}@{day}"
+        object.__setattr__(self, "id", f"{self.model}@{day}")
 
     def cost(self, input_tokens: int, output_tokens: int, cache_read: int, cache_write: int) -> float:
         total = (

@@ -16,16 +16,16 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import grpc
 
 from lobwife import enums
 from lobwife.v1 import costs_pb2
-from lobwife_server.api.rpc import CallContext
+from lobwife_server.api.rpc import CallContext, WireMessage, single_part
 from lobwife_server.core import metrics
 from lobwife_server.core.errors import ApiError, invalid_argument
 from lobwife_server.core.timeutil import now_us, set_ts
@@ -119,6 +119,16 @@ class TaskEvents(Protocol):
         ...
 
 
+#: The empty base of every RecordCost response; shared, so never mutated.
+_RECORD_RESPONSE = costs_pb2.RecordCostResponse()
+
+
+def _response(row: CostRow) -> WireMessage:
+    """RecordCost's answer, encoded (in the writer thread)."""
+    event = _to_proto(row)
+    return single_part(_RECORD_RESPONSE, "cost", event.SerializeToString(), event)
+
+
 def _summary_row(key: str, s: Sums, out: costs_pb2.CostSummaryRow) -> None:
     out.key = key
     out.calls = s.calls
@@ -150,70 +160,76 @@ class CostService:
         #: The tasks domain, for budget_exceeded events (app.py sets it); None: crossings are logged and
         #: counted only.
         self.tasks: TaskEvents | None = None
-        # RecordCosts' calls in one writer batch run as one multi-row insert (CreateTask's way).
-        self._record_kind: BatchKind[tuple[NewCost, int], CostRow] = BatchKind(self._record_one, self._record_many)
+        # RecordCost calls in one writer batch run as one multi-row insert (CreateTask's way), and their
+        # responses are encoded there: the event loop, the busier thread, only sends them.
+        self._record_kind: BatchKind[tuple[NewCost, int], WireMessage] = BatchKind(self._record_one, self._record_many)
 
     # -- validation -----------------------------------------------------------------------------
 
     def _new(self, req: costs_pb2.RecordCostRequest, prefix: str = "") -> NewCost:
+        # On the event loop for every record: the common case checks plain values first, and the
+        # field names (``items[3].input_tokens``) are only spelled out for an error.
         model = check_text(prefix + "model", req.model, MAX_SHORT, required=True)
         assert model is not None
-        counts = {}
-        for name in _TOKEN_FIELDS:
-            v = getattr(req, name)
-            if v < 0:
-                raise invalid_argument(prefix + name, "must not be negative")
-            if v > MAX_TOKENS:
-                raise invalid_argument(prefix + name, f"must be at most {MAX_TOKENS:,} for one call")
-            counts[name] = v
-        if counts["reasoning_tokens"] > counts["output_tokens"]:
-            raise invalid_argument(prefix + "reasoning_tokens", "is part of output_tokens, so it cannot be more")
+        i, o = req.input_tokens, req.output_tokens
+        cr, cw, rs = req.cache_read_tokens, req.cache_write_tokens, req.reasoning_tokens
+        if (
+            not (0 <= i <= MAX_TOKENS and 0 <= o <= MAX_TOKENS and 0 <= cr <= MAX_TOKENS and 0 <= cw <= MAX_TOKENS)
+            or not 0 <= rs <= o
+        ):
+            _bad_counts(req, prefix)
         caller: float | None = None
         if req.HasField("cost_usd"):
             caller = check_usd(prefix + "cost_usd", req.cost_usd)
-        ref = check_text(prefix + "task_id", req.task_id, MAX_SHORT)
+        ref = check_text(prefix + "task_id", req.task_id, MAX_SHORT) if req.task_id else None
         number = parse_task_number(ref, prefix + "task_id") if ref else None
-        occurred = timestamp_us(prefix + "created_at", req.created_at) if req.HasField("created_at") else now_us()
-        if not EARLIEST_CALL_US <= occurred <= now_us() + LATEST_AHEAD_US:
+        now = now_us()
+        occurred = timestamp_us(prefix + "created_at", req.created_at) if req.HasField("created_at") else now
+        if not EARLIEST_CALL_US <= occurred <= now + LATEST_AHEAD_US:
             raise invalid_argument(prefix + "created_at", "must be after 2000-01-01 and at most a day from now")
-        request_id = check_text(prefix + "request_id", req.request_id, MAX_REQUEST_ID)
-        provider = (check_text(prefix + "provider", req.provider, MAX_SHORT) or "").lower()
+        request_id = check_text(prefix + "request_id", req.request_id, MAX_REQUEST_ID) if req.request_id else None
+        provider = (check_text(prefix + "provider", req.provider, MAX_SHORT) or "").lower() if req.provider else ""
         price = self.prices.find(model, occurred)
-        computed = (
-            None
-            if price is None
-            else price.cost(
-                counts["input_tokens"],
-                counts["output_tokens"],
-                counts["cache_read_tokens"],
-                counts["cache_write_tokens"],
-            )
-        )
-        note = "" if price is not None else f"no price for model {model[:80]!r} at that time"
+        if price is None:
+            computed, price_id, note = None, "", f"no price for model {model[:80]!r} at that time"
+        else:
+            computed, price_id, note = price.cost(i, o, cr, cw), price.id, ""
         fingerprint = None
         if request_id is not None:
             # What the request asks, hashed (the time too when the caller gave it): a retry is the same.
-            given = (number, provider, model, tuple(counts.values()), caller, req.created_at.SerializeToString())
+            given = (number, provider, model, (i, o, cr, cw, rs), caller, req.created_at.SerializeToString())
             fingerprint = hashlib.blake2b(repr(given).encode(), digest_size=16).digest()
         return NewCost(
-            request_id=request_id,
-            request_fp=fingerprint,
-            task_number=number,
-            provider=provider,
-            model=model,
-            caller_cost_usd=caller,
-            computed_cost_usd=computed,
-            price_id=price.id if price is not None else "",
-            cost_note=note,
-            occurred_at=occurred,
-            **counts,
+            request_id,
+            fingerprint,
+            number,
+            provider,
+            model,
+            i,
+            o,
+            cr,
+            cw,
+            rs,
+            caller,
+            computed,
+            price_id,
+            note,
+            occurred,
         )
 
     def _store(
-        self, conn: Conn, w: WriteContext, new: NewCost, field_prefix: str, now: int, fresh: list[CostRow]
+        self,
+        conn: Conn,
+        w: WriteContext,
+        new: NewCost,
+        field_prefix: str,
+        now: int,
+        fresh: list[CostRow],
+        found: Mapping[int, tuple[str, float | None]] | None = None,
     ) -> CostRow:
         """Insert ``new`` (or answer the stored row of a retried request_id), inside the caller's write;
-        a row inserted is appended to ``fresh`` (for the budget check)."""
+        a row inserted is appended to ``fresh`` (for the budget check). ``found``: its task's (type,
+        budget) when the caller has read them (the insert then takes the type from there)."""
         if new.request_id is not None:
             seen = self.store.find_request(conn, new.request_id)
             if seen is not None:
@@ -227,7 +243,11 @@ class CostService:
                         reason="REQUEST_ID_REUSED",
                     )
                 return row
-        stored = self.store.insert_cost(conn, new, now)
+        if new.task_number is not None and found is not None:
+            info = found.get(new.task_number)
+            stored = None if info is None else self.store.insert_costs(conn, [(new, info[0])], now)[0]
+        else:
+            stored = self.store.insert_cost(conn, new, now)
         if stored is None:
             raise invalid_argument(field_prefix + "task_id", f"names task T{new.task_number}, which does not exist")
         if stored.computed_cost_usd is None:
@@ -237,36 +257,38 @@ class CostService:
 
     # -- RPCs -----------------------------------------------------------------------------------
 
-    async def RecordCost(self, req: costs_pb2.RecordCostRequest, ctx: CallContext) -> costs_pb2.RecordCostResponse:
-        row = await self.db.write_as(self._record_kind, (self._new(req), now_us()))
-        return costs_pb2.RecordCostResponse(cost=_to_proto(row))
+    async def RecordCost(self, req: costs_pb2.RecordCostRequest, ctx: CallContext) -> WireMessage:
+        return await self.db.write_as(self._record_kind, (self._new(req), now_us()))
 
-    def _record_one(self, conn: Conn, w: WriteContext, arg: tuple[NewCost, int]) -> CostRow:
+    def _record_one(self, conn: Conn, w: WriteContext, arg: tuple[NewCost, int]) -> WireMessage:
+        new = arg[0]
+        # The task's type and budget in one read, for the insert and the budget check alike.
+        found = self.store.task_budgets(conn, [new.task_number]) if new.task_number is not None else {}
         fresh: list[CostRow] = []
-        row = self._store(conn, w, arg[0], "", arg[1], fresh)
-        self._check_budgets(conn, w, fresh)
-        return row
+        row = self._store(conn, w, new, "", arg[1], fresh, found)
+        self._check_budgets(conn, w, fresh, found)
+        return _response(row)
 
-    def _record_many(self, conn: Conn, items: list[tuple[WriteContext, tuple[NewCost, int]]]) -> list[CostRow]:
+    def _record_many(self, conn: Conn, items: list[tuple[WriteContext, tuple[NewCost, int]]]) -> list[WireMessage]:
         """A batch of RecordCost calls: one look at their tasks and one multi-row insert, with the same
         effect as each on its own. Anything unusual (a request_id, a task that does not exist) raises,
         and the batch runs again call by call (BatchKind), where that call gets its error."""
         if any(new.request_id is not None for _, (new, _) in items):
             raise _OneByOne()
         numbers = sorted({new.task_number for _, (new, _) in items if new.task_number is not None})
-        types = self.store.task_types(conn, numbers)
-        if len(types) != len(numbers):
+        found = self.store.task_budgets(conn, numbers)
+        if len(found) != len(numbers):
             raise _OneByOne()
         rows = self.store.insert_costs(
             conn,
-            [(new, types.get(new.task_number, "") if new.task_number else "") for _, (new, _) in items],
+            [(new, found[new.task_number][0] if new.task_number else "") for _, (new, _) in items],
             items[0][1][1],
         )
         for (w, _), row in zip(items, rows, strict=True):
             if row.computed_cost_usd is None:
                 w.after_commit(metrics.COSTS_UNPRICED.inc)
-        self._check_budgets(conn, items[0][0], rows)
-        return rows
+        self._check_budgets(conn, items[0][0], rows, found)
+        return [_response(row) for row in rows]
 
     async def RecordCosts(self, req: costs_pb2.RecordCostsRequest, ctx: CallContext) -> costs_pb2.RecordCostsResponse:
         if len(req.items) > MAX_BATCH:
@@ -304,14 +326,22 @@ class CostService:
 
     # -- budgets --------------------------------------------------------------------------------
 
-    def _check_budgets(self, conn: Conn, w: WriteContext, rows: Sequence[CostRow]) -> None:
-        """Inside the write that inserted ``rows``: log each budget they took over (budgets.py)."""
+    def _check_budgets(
+        self,
+        conn: Conn,
+        w: WriteContext,
+        rows: Sequence[CostRow],
+        found: Mapping[int, tuple[str, float | None]] | None = None,
+    ) -> None:
+        """Inside the write that inserted ``rows``: log each budget they took over (budgets.py).
+        ``found``: the tasks' (type, budget) when the caller has read them in this write."""
         added: dict[int, float] = {}
         for r in rows:
             if r.task_number is not None and r.cost_usd > 0:
                 added[r.task_number] = added.get(r.task_number, 0.0) + r.cost_usd
         if added:
-            found = self.store.task_budgets(conn, sorted(added))
+            if found is None or not added.keys() <= found.keys():
+                found = self.store.task_budgets(conn, sorted(added))
             limits = {n: b for n, (kind, own) in found.items() if (b := self.budgets.for_task(own, kind)) is not None}
             if limits:
                 spent = self.store.task_spend(conn, sorted(limits))
@@ -517,6 +547,17 @@ class CostService:
         for c in changes:
             # False: the row changed since it was read (another reprice got there first); left as it is.
             self.store.set_computed(conn, c.row, c.cost, c.price_id, c.note, actor, now)
+
+
+def _bad_counts(req: costs_pb2.RecordCostRequest, prefix: str) -> NoReturn:
+    """The error for a request whose token counts fail the check: the first field at fault, named."""
+    for name in _TOKEN_FIELDS:
+        v = getattr(req, name)
+        if v < 0:
+            raise invalid_argument(prefix + name, "must not be negative")
+        if v > MAX_TOKENS:
+            raise invalid_argument(prefix + name, f"must be at most {MAX_TOKENS:,} for one call")
+    raise invalid_argument(prefix + "reasoning_tokens", "is part of output_tokens, so it cannot be more")
 
 
 class _OneByOne(Exception):

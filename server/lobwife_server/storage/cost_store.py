@@ -40,9 +40,10 @@ _EFFECTIVE = "COALESCE(caller_cost_usd, computed_cost_usd, 0)"
 _UNPRICED = "(caller_cost_usd IS NULL AND computed_cost_usd IS NULL)"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NewCost:
-    """A validated call: what a row needs but its id."""
+    """A validated call: what a row needs but its id. Not changed once made (not frozen: one is made per
+    record on the event loop, and a frozen dataclass's constructor costs twice as much)."""
 
     request_id: str | None
     request_fp: bytes | None
@@ -186,15 +187,6 @@ _INSERT_COLUMNS = (
     "occurred_at",
     "recorded_at",
 )
-
-
-def task_types(conn: sqlite3.Connection, numbers: Sequence[int]) -> dict[int, str]:
-    """The type ('' for none) of each of these tasks that exists."""
-    if not numbers:
-        return {}
-    marks = ",".join("?" * len(numbers))
-    rows = conn.execute(f"SELECT id, COALESCE(type, '') FROM tasks WHERE id IN ({marks})", list(numbers))
-    return {int(r[0]): str(r[1]) for r in rows}
 
 
 def insert_costs(conn: sqlite3.Connection, items: Sequence[tuple[NewCost, str]], now: int) -> list[CostRow]:
