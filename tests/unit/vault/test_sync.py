@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import logging
 import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
 
 from lobwife_server.vault import OWNED_KEYS, TablePage, VaultSync, files, render
+from lobwife_server.vault import sync as sync_mod
 from tests.unit.vault.conftest import Repos, git, task
 
 ACTIVE = "010-tasks/active"
@@ -574,3 +577,113 @@ async def test_an_ordinary_cycle_counts_only_the_tasks_lobwife_has(repos: Repos)
     # Without the numbers (a caller with no database), every task file counts, as before.
     assert (await sync.sync([task(1)])).ok
     assert frontmatter(repos.vault / "010-tasks/_overview.md")["total"] == 3
+
+
+def task_file_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The task files the cycles from now on read (the overview and pages left out)."""
+    read: list[str] = []
+    real_read = files.read_text
+
+    def counting_read(root: Path, rel: str) -> str | None:
+        if render.TASK_FILE.fullmatch(rel.rsplit("/", 1)[1]):
+            read.append(rel)
+        return real_read(root, rel)
+
+    monkeypatch.setattr(files, "read_text", counting_read)
+    return read
+
+
+async def test_after_a_full_cycle_an_ordinary_one_reads_only_the_changed_tasks_files(
+    repos: Repos, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A person's key in one file: the full cycle rewrites its owned keys and keeps the person's.
+    repos.person_pull()
+    (repos.person / ACTIVE).mkdir(parents=True, exist_ok=True)
+    (repos.person / f"{ACTIVE}/T4.md").write_text("---\ntask_id: T4\nmine: keep\nstatus: queued\n---\nnotes\n")
+    repos.person_commit("a person's file")
+    repos.person_push()
+    tasks = [task(1), task(2, "blocked"), task(3, "completed"), task(4), task(5, "failed"), task(6, "cancelled")]
+    sync = vault_sync(repos)
+    assert (await sync.sync(tasks, full=True)).ok
+    # A second full cycle finds every file up to date and writes none of them.
+    tasks[2] = task(3, "failed")  # ... but this one moves folder
+    again = await sync.sync(tasks, full=True)
+    assert again.ok and again.moved == [(f"{DONE}/T3.md", f"{FAILED}/T3.md")], again
+
+    real_read = files.read_text
+    read = task_file_reads(monkeypatch)
+    r = await sync.sync([task(2, "completed", completed_at=2_000_000_000)])
+    assert r.ok, r.error
+    assert read == [f"{ACTIVE}/T2.md"]
+    ov = frontmatter(repos.vault / "010-tasks/_overview.md")
+    assert (ov["total"], ov["active"], ov["completed"], ov["failed"], ov["cancelled"]) == (6, 2, 1, 2, 1)
+    # What the cache said is what the files say: a cycle that reads them all (a new VaultSync without
+    # the saved cache) finds the overview up to date.
+    monkeypatch.setattr(files, "read_text", real_read)
+    (repos.vault / ".git" / sync_mod.ENTRY_CACHE).unlink()
+    cold = await vault_sync(repos).sync([])
+    assert cold.ok and not cold.changed, cold
+
+
+async def test_a_file_changed_after_a_full_cycle_is_read_again(repos: Repos) -> None:
+    sync = vault_sync(repos)
+    assert (await sync.sync([task(1), task(2, "completed"), task(3, "completed")], full=True)).ok
+    repos.person_pull()
+    path = repos.person / f"{DONE}/T3.md"
+    path.write_text(path.read_text().replace("status: completed", "status: failed"))
+    repos.person_commit("T3 failed after all")
+    repos.person_push()
+    r = await sync.sync([task(1, "blocked")])
+    assert r.ok, r.error
+    ov = frontmatter(repos.vault / "010-tasks/_overview.md")
+    assert (ov["total"], ov["blocked"], ov["completed"], ov["failed"]) == (3, 1, 1, 1)
+
+
+async def test_a_restarted_sync_reads_only_the_changed_tasks_files(
+    repos: Repos, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tasks = [task(1), task(2, "completed"), task(3, "failed"), task(4)]
+    assert (await vault_sync(repos).sync(tasks, full=True)).ok
+    cache = repos.vault / ".git" / sync_mod.ENTRY_CACHE
+    assert cache.is_file()
+    assert git(repos.vault, "status", "--porcelain") == ""  # in .git: never committed
+    read = task_file_reads(monkeypatch)
+    r = await vault_sync(repos).sync([task(4, "completed", completed_at=2_000_000_000)])  # a new process
+    assert r.ok, r.error
+    assert read == [f"{ACTIVE}/T4.md"]
+    ov = frontmatter(repos.vault / "010-tasks/_overview.md")
+    assert (ov["total"], ov["active"], ov["completed"], ov["failed"]) == (4, 1, 2, 1)
+    assert ov["recent_completions"] == ["[[T4]]", "[[T2]]"]
+
+
+def _t1_row(doc: dict[str, Any], rel: str = f"{ACTIVE}/T1.md") -> list[Any]:
+    return next(row for row in doc["entries"] if row[0] == rel)
+
+
+# Each keeps T1's true stamp where it can, so an entry that were trusted would be used.
+_SPOILED: dict[str, Callable[[dict[str, Any]], object]] = {
+    "not json": lambda doc: "not json",
+    "a status the overview has no count for": lambda doc: _t1_row(doc).__setitem__(5, "no-such-status"),
+    "another task's number": lambda doc: _t1_row(doc, f"{DONE}/T2.md").__setitem__(4, 1),
+    "a stamp that is not numbers": lambda doc: _t1_row(doc).__setitem__(1, str(_t1_row(doc)[1])),
+    "a row too short": lambda doc: _t1_row(doc).pop(),
+    "another version": lambda doc: (doc.__setitem__("version", 99), _t1_row(doc).__setitem__(5, "failed")),
+}
+
+
+@pytest.mark.parametrize("spoil", list(_SPOILED))
+async def test_an_unusable_entry_cache_means_the_files_are_read(
+    repos: Repos, monkeypatch: pytest.MonkeyPatch, spoil: str
+) -> None:
+    assert (await vault_sync(repos).sync([task(1), task(2, "completed")], full=True)).ok
+    cache = repos.vault / ".git" / sync_mod.ENTRY_CACHE
+    doc = json.loads(cache.read_text())
+    spoiled = _SPOILED[spoil](doc)
+    cache.write_text(spoiled if isinstance(spoiled, str) else json.dumps(doc))
+    read = task_file_reads(monkeypatch)
+    r = await vault_sync(repos).sync([task(3)])
+    assert r.ok, r.error
+    assert sorted(read) == [f"{ACTIVE}/T1.md", f"{DONE}/T2.md"]
+    ov = frontmatter(repos.vault / "010-tasks/_overview.md")
+    assert (ov["total"], ov["active"], ov["completed"], ov["failed"]) == (3, 2, 1, 0)
+    assert ov["recent_completions"] == ["[[T2]]"]
