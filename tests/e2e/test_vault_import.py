@@ -17,8 +17,7 @@ from lobwife.cli import SERVER_MISSING, main
 from lobwife.client import Client
 from lobwife_server.vault import importer
 from tests.conftest import ROOT, ServerProcess, subprocess_env
-
-PERSON = ("-c", "user.name=Person", "-c", "user.email=person@example.com")
+from tests.git_util import git, isolate_git_config
 
 FILES = {
     "completed/2026-01-15-fix-login-redirect.md": (
@@ -33,12 +32,6 @@ FILES = {
     "active/2026-02-03-broken.md": "---\nname: [unclosed\n---\n",
     "active/meeting.md": "---\nname: a person's note\n---\n",
 }
-
-
-def git(cwd: Path, *args: str) -> str:
-    out = subprocess.run(["git", *PERSON, *args], cwd=cwd, capture_output=True, text=True, check=False)
-    assert out.returncode == 0, f"git {' '.join(args)}: {out.stdout}{out.stderr}"
-    return out.stdout
 
 
 def run_import(server: ServerProcess, vault: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -64,10 +57,7 @@ def counts(lw: Client) -> tuple[int, int]:
 
 @pytest.fixture
 def vault(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    cfg = tmp_path / "gitconfig"
-    cfg.write_text("[init]\n\tdefaultBranch = main\n")
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(cfg))
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    isolate_git_config(tmp_path, monkeypatch)
     root = tmp_path / "vault"
     root.mkdir()
     git(root, "init", "-q")

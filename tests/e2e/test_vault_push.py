@@ -20,17 +20,11 @@ from lobwife_server.broker.token_cache import token_digest
 from tests.conftest import ServerProcess, start_server
 from tests.fakes.git_http import GitHttp
 from tests.fakes.github import AppKey, FakeGitHub, Installation
+from tests.git_util import git, isolate_git_config, seeded_bare
 from tests.http_util import curl
 
-PERSON = ("-c", "user.name=Person", "-c", "user.email=person@example.com")
 REPO = "lobmob/vault"
 SYNC = "/api/jobs/lobwife-vault-sync"
-
-
-def git(cwd: Path, *args: str) -> str:
-    out = subprocess.run(["git", *PERSON, *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=30)
-    assert out.returncode == 0, f"git {' '.join(args)}: {out.stdout}{out.stderr}"
-    return out.stdout
 
 
 @dataclass
@@ -75,24 +69,16 @@ class World:
 
 @pytest.fixture
 def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, app_key: AppKey) -> Iterator[World]:
-    cfg = tmp_path / "gitconfig"
-    cfg.write_text("[init]\n\tdefaultBranch = main\n")
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(cfg))
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    isolate_git_config(tmp_path, monkeypatch)
     with (
         FakeGitHub(key=app_key, installations=[Installation(1001, "lobmob", ["vault", "app"])]) as gh,
         GitHttp(tmp_path / "git", gh) as remote,
     ):
         bare = remote.bare(REPO)
-        bare.parent.mkdir(parents=True)
-        git(tmp_path, "init", "-q", "--bare", "-b", "main", str(bare))
+        seeded_bare(tmp_path, bare)
         # A person works on the bare repository directly (their own access is not under test).
         person = tmp_path / "person"
         git(tmp_path, "clone", "-q", str(bare), str(person))
-        (person / "README.md").write_text("# the vault\n")
-        git(person, "add", "README.md")
-        git(person, "commit", "-q", "-m", "seed")
-        git(person, "push", "-q", "origin", "HEAD:main")
         vault = tmp_path / "vault"
         git(tmp_path, "clone", "-q", str(bare), str(vault))
         # The vault's origin is the HTTP remote, with no credential in the URL or the clone's config.

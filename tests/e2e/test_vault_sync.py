@@ -19,15 +19,8 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, start_server, subprocess_env
+from tests.git_util import git, isolate_git_config, seeded_bare
 from tests.http_util import curl
-
-PERSON = ("-c", "user.name=Person", "-c", "user.email=person@example.com")
-
-
-def git(cwd: Path, *args: str) -> str:
-    out = subprocess.run(["git", *PERSON, *args], cwd=cwd, capture_output=True, text=True, check=False)
-    assert out.returncode == 0, f"git {' '.join(args)}: {out.stdout}{out.stderr}"
-    return out.stdout
 
 
 def wait_for(what: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -46,18 +39,9 @@ def on_remote(remote: Path, rel: str) -> str | None:
 
 @pytest.fixture
 def repos(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path, Path]:
-    cfg = tmp_path / "gitconfig"
-    cfg.write_text("[init]\n\tdefaultBranch = main\n")
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(cfg))
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    isolate_git_config(tmp_path, monkeypatch)
     remote = tmp_path / "remote.git"
-    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(remote))
-    seed = tmp_path / "seed"
-    git(tmp_path, "clone", "-q", str(remote), str(seed))
-    (seed / "README.md").write_text("# the vault\n")
-    git(seed, "add", "README.md")
-    git(seed, "commit", "-q", "-m", "seed")
-    git(seed, "push", "-q", "origin", "HEAD:main")
+    seeded_bare(tmp_path, remote)
     vault, person = tmp_path / "vault", tmp_path / "person"
     git(tmp_path, "clone", "-q", str(remote), str(vault))
     git(tmp_path, "clone", "-q", str(remote), str(person))

@@ -3,22 +3,15 @@ clone as a person who edits and pushes at the same time."""
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from lobwife.v1 import tasks_pb2
+from tests.git_util import git, isolate_git_config, seeded_bare
 
-PERSON = ("-c", "user.name=Person", "-c", "user.email=person@example.com")
 T0 = 1_771_000_000  # 2026-02-13T16:26:40Z
-
-
-def git(cwd: Path, *args: str) -> str:
-    out = subprocess.run(["git", *PERSON, *args], cwd=cwd, capture_output=True, text=True, check=False)
-    assert out.returncode == 0, f"git {' '.join(args)} failed: {out.stdout}{out.stderr}"
-    return out.stdout
 
 
 @dataclass
@@ -58,23 +51,13 @@ class Repos:
 
 @pytest.fixture(autouse=True)
 def _git_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Nobody's ~/.gitconfig (signing, hooks paths, default branch) may change what the tests see.
-    cfg = tmp_path / "gitconfig"
-    cfg.write_text("[init]\n\tdefaultBranch = main\n[advice]\n\tdetachedHead = false\n")
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(cfg))
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    isolate_git_config(tmp_path, monkeypatch)
 
 
 @pytest.fixture
 def repos(tmp_path: Path) -> Repos:
     remote = tmp_path / "remote.git"
-    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(remote))
-    seed = tmp_path / "seed"
-    git(tmp_path, "clone", "-q", str(remote), str(seed))
-    (seed / "README.md").write_text("# the vault\n")
-    git(seed, "add", "README.md")
-    git(seed, "commit", "-q", "-m", "seed")
-    git(seed, "push", "-q", "origin", "HEAD:main")
+    seeded_bare(tmp_path, remote)
     vault = tmp_path / "vault"
     person = tmp_path / "person"
     git(tmp_path, "clone", "-q", str(remote), str(vault))
