@@ -342,7 +342,10 @@ class CostService:
         if added:
             if found is None or not added.keys() <= found.keys():
                 found = self.store.task_budgets(conn, sorted(added))
-            limits = {n: b for n, (kind, own) in found.items() if (b := self.budgets.for_task(own, kind)) is not None}
+            # Only the tasks that spent in these rows: ``found`` may hold others of the batch (a call of
+            # an unknown model costs nothing).
+            holds = {n: self.budgets.for_task(found[n][1], found[n][0]) for n in added if n in found}
+            limits = {n: b for n, b in holds.items() if b is not None}
             if limits:
                 spent = self.store.task_spend(conn, sorted(limits))
                 for n, (limit, source) in sorted(limits.items()):

@@ -3,6 +3,8 @@ spend crosses one (once, at the record that goes over, with float sums' last dig
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from lobwife_server.costs.budgets import (
@@ -75,3 +77,47 @@ def test_money() -> None:
         "$0.0042",
         "$0.00",
     ]
+
+
+async def test_a_batch_with_a_budgeted_task_that_spent_nothing_stays_on_the_fast_path(tmp_path: Path) -> None:
+    """RecordCost calls met in one write: T2's call is of a model with no price (it costs nothing), T1's
+    crosses its budget. The batch's one multi-row insert stands (no fallback to call by call), and T1's
+    crossing is logged once."""
+    from lobwife.v1 import costs_pb2
+    from lobwife_server.core.timeutil import now_us
+    from lobwife_server.core.validation import PageTokens
+    from lobwife_server.costs.prices import PriceTable
+    from lobwife_server.costs.service import CostService
+    from lobwife_server.storage import migrations
+    from lobwife_server.storage.database import Database
+
+    db = Database(tmp_path / "lobwife.db", commit_delay=0)
+    await db.open(migrations.migrate)
+    try:
+        await db.write(
+            lambda c, w: c.execute(
+                "INSERT INTO tasks (id, name, type, status, priority, requires_qa, created_at, updated_at)"
+                " VALUES (1, 'a', 'swe', 'queued', 'normal', 0, 1, 1), (2, 'b', 'swe', 'queued', 'normal', 0, 1, 1)"
+            )
+        )
+        svc = CostService(db, PageTokens(b"k" * 32), PriceTable.load(None), budgets=BudgetSettings({"swe": 0.25}))
+        logged: list[tuple[int, str]] = []
+
+        class Tasks:
+            def log_event_in(
+                self, conn: object, wctx: object, number: int, kind: str, detail: str, actor: object
+            ) -> bool:
+                logged.append((number, kind))
+                return True
+
+        svc.tasks = Tasks()
+        now = now_us()
+        items = [
+            svc._new(costs_pb2.RecordCostRequest(task_id="T1", model="claude-haiku-4-5", cost_usd=0.5)),
+            svc._new(costs_pb2.RecordCostRequest(task_id="T2", model="no-such-model", input_tokens=10)),
+        ]
+        answers = await db.write(lambda c, w: svc._record_many(c, [(w, (new, now)) for new in items]))
+        assert len(answers) == 2  # _record_many itself answered: it did not raise to fall back
+        assert logged == [(1, "budget_exceeded")]
+    finally:
+        await db.close()
