@@ -306,7 +306,10 @@ def plan_task(source: str, stem: str, folder: str, data: Mapping[Any, Any], body
         old_id = _task_ref(data.get("id"))
     own_number = int(t_id["number"]) if t_id and old_id == int(t_id["number"]) else None
 
-    name = file_name = _text(data.get("name")) or _text(data.get("title")) or _heading(body)
+    # The frontmatter's name is what tells one task from another (render.other_task); the heading
+    # only names the task.
+    file_name = _text(data.get("name")) or _text(data.get("title"))
+    name = file_name or _heading(body)
     if name is None:
         name = _readable(file_slug) if file_slug else f"T{int(t_id['number'])}" if t_id else stem
         notes.append("no name in the file: named after its file name")
@@ -521,18 +524,11 @@ def another_task(plan: PlannedTask, task: tasks_pb2.Task) -> str | None:
     file's, or None when it is the same one, or nothing says otherwise.
 
     The old fleet numbered its own tasks, so the server's T42 may be unrelated to an old ``T42.md``. The
-    vault sync's rule (``render.created_mismatch``): a ``created`` more than a minute from the task's is
-    another task; a file with no ``created`` that is a time is told by its name instead (folded like
-    every name read here, and compared without case), and one that gives no name is the same task.
+    vault sync's own rule (``render.other_task``): the file's ``created``, else its frontmatter name,
+    so that a file the import leaves as "already a task" is one the sync adopts, and the other way round.
     """
-    if render.file_time(plan.created) is not None:
-        when = render.created_mismatch(plan.created, task.created_at)
-        if when is None:
-            return None
-        return f"created {render.iso(task.created_at)}; this file was created {when}"
-    if plan.file_name is None or plan.file_name.casefold() == (_text(task.name) or "").casefold():
-        return None
-    return f"named {_text(task.name) or ''!r:.80}; this file is named {plan.file_name!r:.80}"
+    given = {"created": plan.created, "name": plan.file_name}
+    return render.other_task(given, task.id, task.created_at, _text(task.name) or "")
 
 
 def run(client: Client, found: Iterable[Found], *, dry_run: bool = False) -> Iterator[Outcome]:

@@ -229,7 +229,9 @@ def file_created(data: Mapping[str, Any]) -> object:
     return data.get("created_at") if value is None else value
 
 
-def other_task(data: Mapping[str, Any], number: int, created: timestamp_pb2.Timestamp) -> str | None:
+def other_task(
+    data: Mapping[str, Any], number: int, created: timestamp_pb2.Timestamp, name: str | None = None
+) -> str | None:
     """Why the ``T<number>.md`` whose frontmatter is ``data`` is another task's file and not task
     ``T<number>``'s (created at ``created``); None when it is this task's, or nothing says otherwise.
 
@@ -238,8 +240,11 @@ def other_task(data: Mapping[str, Any], number: int, created: timestamp_pb2.Time
     something else than lobwife's T99 when that is created. Adopting it would rewrite its keys, move it,
     and leave someone's notes about another task under this one. So a file that says it is another's
     (a ``task_id`` that is not ``T<number>``, a ``created`` more than a minute from the task's) is not
-    adopted. One that says nothing either way (the old daemon's files may have no ``created``; a value
-    that is not a time) is adopted, as it always was.
+    adopted. A file with no ``created`` that is a time was not written by lobwife (it always writes
+    one), so its ``name`` (or ``title``) says which task it is about: a different one than ``name``, the
+    task's (compared without case), is another task's; a task renamed since lobwife wrote its file keeps
+    its ``created`` and is not judged by name. One that says nothing either way is adopted. The
+    importer asks the same question with this rule (``importer.another_task``).
     """
     task_id = data.get("task_id")
     if task_id is not None and task_id != "":
@@ -249,6 +254,10 @@ def other_task(data: Mapping[str, Any], number: int, created: timestamp_pb2.Time
     when = created_mismatch(file_created(data), created)
     if when is not None:
         return f"it was created {when}, and task T{number} was created {iso(created)}"
+    if name is not None and file_time(file_created(data)) is None:
+        given = data.get("name") or data.get("title")
+        if isinstance(given, str) and given.strip() and given.strip().casefold() != name.strip().casefold():
+            return f"it is about {one_line(given, 60)!r}, and task T{number} is {one_line(name, 60)!r}"
     return None
 
 

@@ -488,7 +488,8 @@ class VaultSync:
         others = [
             (rel, why)
             for rel, doc in docs.items()
-            if isinstance(doc, render.Document) and (why := render.other_task(doc.data, number, created))
+            if isinstance(doc, render.Document)
+            and (why := render.other_task(doc.data, number, created, str(owned["name"])))
         ]
         if others:
             plan.skipped.extend(
@@ -580,8 +581,13 @@ class VaultSync:
             data = render.split_document(text).data if text is not None else None
         except (files.UnsafePath, FrontmatterError):
             data = None
-        entry = render.overview_entry(number, data) if data is not None else None
-        cache[rel] = (key, entry)
+        # A file that says it is another task's (its task_id) is not counted as this one's.
+        if data is not None and render.other_task(data, number, _NO_TIME) is None:
+            entry: render.OverviewEntry | None = render.overview_entry(number, data)
+        else:
+            entry = None
+        if _trusted(st):
+            cache[rel] = (key, entry)
         self._entries_dirty = True
         return entry
 
@@ -759,4 +765,18 @@ def _stamp(path: Path) -> Stamp | None:
         st = os.lstat(path)
     except OSError:
         return None
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
+    return (st.st_mtime_ns, st.st_size, st.st_ino) if _trusted(st) else None
+
+
+#: A task's creation time that says nothing (other_task then looks at task_id alone).
+_NO_TIME = timestamp_pb2.Timestamp()
+#: How recent a whole-second mtime may be and still be trusted as a stamp (git's "racy clean" idea).
+_RACY_NS = 2_000_000_000
+
+
+def _trusted(st: os.stat_result) -> bool:
+    """Whether a file's stamp may stand for its content until it changes. On a file system that keeps
+    whole seconds only (a zero sub-second part), a same-size edit within that second would keep the
+    stamp: a file stamped that fresh is read again next time instead. Nanosecond file systems (ext4,
+    xfs, btrfs) are always trusted."""
+    return st.st_mtime_ns % 1_000_000_000 != 0 or time.time_ns() - st.st_mtime_ns > _RACY_NS

@@ -687,3 +687,53 @@ async def test_an_unusable_entry_cache_means_the_files_are_read(
     ov = frontmatter(repos.vault / "010-tasks/_overview.md")
     assert (ov["total"], ov["active"], ov["completed"], ov["failed"]) == (3, 2, 1, 0)
     assert ov["recent_completions"] == ["[[T2]]"]
+
+
+async def test_a_copy_that_names_another_task_is_not_counted_as_this_one(repos: Repos) -> None:
+    sync = vault_sync(repos)
+    assert (await sync.sync([task(5, "completed"), task(6)], full=True)).ok
+    counted = frontmatter(repos.vault / "010-tasks/_overview.md")
+    repos.person_pull()
+    # Another task's file under T5's name, in a folder read before completed/.
+    (repos.person / f"{ACTIVE}/T5.md").write_text("---\ntask_id: T55\nstatus: active\n---\nOther notes.\n")
+    repos.person_commit("another task's file")
+    repos.person_push()
+    r = await sync.sync([task(6, "blocked")], known=range(5, 7))  # T5 not in this cycle: counted from files
+    assert r.ok, r.error
+    ov = frontmatter(repos.vault / "010-tasks/_overview.md")
+    assert (ov["total"], ov["completed"], ov["active"]) == (2, counted["completed"], 0)
+
+
+async def test_a_file_without_created_about_another_task_by_name_is_held_back(repos: Repos) -> None:
+    sync = vault_sync(repos)
+    repos.person_pull()
+    (repos.person / ACTIVE).mkdir(parents=True, exist_ok=True)
+    (repos.person / f"{ACTIVE}/T7.md").write_text("---\ntask_id: T7\nname: Migrate the billing DB\n---\nNotes.\n")
+    (repos.person / f"{ACTIVE}/T8.md").write_text("---\ntask_id: T8\nname: task 8\n---\nSame task, any case.\n")
+    repos.person_commit("old files")
+    repos.person_push()
+    r = await sync.sync([task(7), task(8)])
+    assert r.ok, r.error
+    assert [
+        (s.path, "it is about 'Migrate the billing DB', and task T7 is 'Task 7'" in s.reason) for s in r.skipped
+    ] == [(f"{ACTIVE}/T7.md", True)]
+    assert frontmatter(repos.vault / f"{ACTIVE}/T8.md")["created"] == render.iso(task(8).created_at)  # adopted
+    # A task renamed since lobwife wrote its file keeps its created, and so its file.
+    assert (await sync.sync([task(8, name="Renamed")])).ok
+    assert frontmatter(repos.vault / f"{ACTIVE}/T8.md")["name"] == "Renamed"
+
+
+def test_a_fresh_whole_second_stamp_is_not_trusted() -> None:
+    import time as _time
+    from types import SimpleNamespace
+
+    from lobwife_server.vault import sync as sync_module
+
+    def trusted(mtime_ns: int) -> bool:
+        return sync_module._trusted(SimpleNamespace(st_mtime_ns=mtime_ns))  # type: ignore[arg-type]
+
+    now = _time.time_ns()
+    second = now - now % 1_000_000_000
+    assert trusted(second + 123)  # nanoseconds: a fine-grained file system
+    assert not trusted(second)  # whole seconds, just now: read it again next time
+    assert trusted(second - 10_000_000_000)  # whole seconds, long ago
